@@ -1,0 +1,40 @@
+//! `consistency-bridge`: the PostgreSQL side of redis-consistency.
+//!
+//! This crate knows PostgreSQL and nothing of Redis. It provides:
+//! - [`PgPool`]: a lazily connecting r2d2 pool that never fails to start
+//!   because PostgreSQL is down, plus [`connect_direct`] for one-off use;
+//! - [`TruthQuery`]: the operator's truth SQL, run in full or for given ids,
+//!   with values read as exact text;
+//! - [`Lane`]: bounded job queues with their own worker threads;
+//! - [`BridgeError`]: errors classified as config, unavailable, timeout,
+//!   query or bad truth, with short reasons that never hold a password.
+
+pub mod error;
+pub mod lanes;
+pub mod pool;
+mod secret;
+pub mod truth;
+
+pub use error::BridgeError;
+pub use lanes::{Job, Lane, LaneFull};
+pub use pool::{
+    connect_direct, read_password_file, redact_url, PgConn, PgPool, PgSettings, PoolState,
+};
+pub use truth::{TruthQuery, TruthRow, TruthShape};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The module shares these between Redis's main thread and workers.
+    #[test]
+    fn shared_types_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<PgPool>();
+        check::<PgSettings>();
+        check::<TruthQuery>();
+        check::<Lane>();
+        check::<BridgeError>();
+        check::<LaneFull>();
+    }
+}

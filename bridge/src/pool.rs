@@ -1,0 +1,317 @@
+//! Connection settings, the r2d2 pool, and one-off connections.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use postgres::NoTls;
+use r2d2_postgres::PostgresConnectionManager;
+
+use crate::error::{classify, classify_connect, BridgeError};
+pub use crate::secret::{read_password_file, redact_url};
+
+/// How long a connection may sit silent before the kernel probes it, so a
+/// vanished server (failover, cable pulled) is noticed instead of hanging.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_RETRIES: u32 = 3;
+
+/// Shown in `pg_stat_activity` so a DBA can tell who is running the queries.
+const APPLICATION_NAME: &str = "redis-consistency";
+
+/// A pooled connection, returned to the pool on drop.
+pub type PgConn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+
+/// Everything needed to reach PostgreSQL.
+#[derive(Clone)]
+pub struct PgSettings {
+    /// libpq `key=value` string or `postgres://` URL.
+    pub url: String,
+    /// From pg-password-file or PGPASSWORD; overrides any password in `url`.
+    pub password: Option<String>,
+    /// Bounds both connecting and waiting for a pooled connection.
+    pub connect_timeout: Duration,
+    /// Default statement timeout for truth queries.
+    pub statement_timeout: Duration,
+    /// Most connections the pool opens.
+    pub pool_size: u32,
+}
+
+impl Default for PgSettings {
+    /// The module's documented defaults.
+    fn default() -> Self {
+        PgSettings {
+            url: "host=127.0.0.1 user=postgres dbname=postgres".to_string(),
+            password: None,
+            connect_timeout: Duration::from_millis(2000),
+            statement_timeout: Duration::from_millis(30000),
+            pool_size: 4,
+        }
+    }
+}
+
+impl fmt::Debug for PgSettings {
+    // Hand-written so that `{:?}` in a log line never prints the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgSettings")
+            .field("url", &redact_url(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl PgSettings {
+    /// Builds the driver configuration: url, then password, timeouts,
+    /// keepalives.
+    fn pg_config(&self) -> Result<postgres::Config, BridgeError> {
+        let mut config = postgres::Config::from_str(&self.url).map_err(|e| {
+            // The parser's messages name the option, never its value.
+            let cause = std::error::Error::source(&e)
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| e.to_string());
+            BridgeError::Config(format!("invalid pg-url: {cause}"))
+        })?;
+        if self.connect_timeout.is_zero() {
+            return Err(BridgeError::Config(
+                "connect timeout must be positive".to_string(),
+            ));
+        }
+        if let Some(password) = &self.password {
+            config.password(password);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name(APPLICATION_NAME);
+        }
+        config
+            .connect_timeout(self.connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(KEEPALIVE_IDLE)
+            .keepalives_interval(KEEPALIVE_INTERVAL)
+            .keepalives_retries(KEEPALIVE_RETRIES);
+        Ok(config)
+    }
+}
+
+/// The last connection failure, so `get()` can say why it timed out.
+/// r2d2 keeps only the error's `Display`, which for the driver is the bare
+/// "error connecting to server" without the cause.
+type LastError = Arc<Mutex<Option<(Instant, String)>>>;
+
+/// r2d2 error handler: remembers the reason and logs at debug. The pool
+/// retries in the background while PostgreSQL is down, so logging each
+/// failure at a louder level would flood the Redis log; `get()` reports it.
+#[derive(Debug)]
+struct RememberError(LastError);
+
+impl r2d2::HandleError<postgres::Error> for RememberError {
+    fn handle_error(&self, error: postgres::Error) {
+        let reason = match classify_connect(&error) {
+            BridgeError::Unavailable(r) => r,
+            other => other.to_string(),
+        };
+        log::debug!("postgres connection attempt failed: {reason}");
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some((Instant::now(), reason));
+        }
+    }
+}
+
+/// Counts from the pool, for STATUS and INFO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    /// Open connections, idle or checked out.
+    pub connections: u32,
+    /// Open connections waiting in the pool.
+    pub idle: u32,
+}
+
+/// A pool of PostgreSQL connections that opens them lazily.
+pub struct PgPool {
+    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    settings: PgSettings,
+    last_error: LastError,
+}
+
+impl fmt::Debug for PgPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgPool")
+            .field("settings", &self.settings)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl PgPool {
+    /// Creates the pool without connecting, so it succeeds while PostgreSQL
+    /// is down; only a bad url or bad numbers fail (with `Config`).
+    pub fn new(settings: &PgSettings) -> Result<PgPool, BridgeError> {
+        let config = settings.pg_config()?;
+        if settings.pool_size == 0 {
+            return Err(BridgeError::Config(
+                "pool size must be at least 1".to_string(),
+            ));
+        }
+        let last_error = LastError::default();
+        let manager = PostgresConnectionManager::new(config, NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(settings.pool_size)
+            .min_idle(Some(0))
+            .connection_timeout(settings.connect_timeout)
+            .error_handler(Box::new(RememberError(Arc::clone(&last_error))))
+            .build_unchecked(manager);
+        Ok(PgPool {
+            pool,
+            settings: settings.clone(),
+            last_error,
+        })
+    }
+
+    /// Checks out a connection, waiting at most the connect timeout.
+    ///
+    /// Fails with `Unavailable`, giving the last connection error seen while
+    /// waiting ("connection refused"), or saying that every connection is in
+    /// use.
+    pub fn get(&self) -> Result<PgConn, BridgeError> {
+        let start = Instant::now();
+        self.pool.get().map_err(|e| {
+            let recent = self
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|last| last.clone())
+                .filter(|(at, _)| *at >= start)
+                .map(|(_, reason)| reason);
+            let reason = recent.unwrap_or_else(|| {
+                let state = self.pool.state();
+                if state.connections >= self.settings.pool_size && state.idle_connections == 0 {
+                    format!(
+                        "no free connection within {} ms (all {} in use)",
+                        self.settings.connect_timeout.as_millis(),
+                        state.connections
+                    )
+                } else {
+                    // r2d2's own text; never holds a password (the driver's
+                    // connect error text is generic).
+                    e.to_string()
+                }
+            });
+            BridgeError::Unavailable(reason)
+        })
+    }
+
+    /// Open and idle connection counts.
+    pub fn state(&self) -> PoolState {
+        let s = self.pool.state();
+        PoolState {
+            connections: s.connections,
+            idle: s.idle_connections,
+        }
+    }
+
+    /// The settings the pool was built with.
+    pub fn settings(&self) -> &PgSettings {
+        &self.settings
+    }
+}
+
+/// Opens one connection outside the pool with the same settings, its
+/// statement timeout set to `statement_timeout` (zero leaves it unlimited).
+///
+/// For the synchronous path (Lua scripts, MULTI), which must not wait for a
+/// pooled connection that a long check may hold.
+pub fn connect_direct(
+    settings: &PgSettings,
+    statement_timeout: Duration,
+) -> Result<postgres::Client, BridgeError> {
+    let config = settings.pg_config()?;
+    let mut client = config.connect(NoTls).map_err(|e| classify_connect(&e))?;
+    set_statement_timeout(&mut client, statement_timeout)?;
+    Ok(client)
+}
+
+/// Sets the session's statement timeout. Done per call because the
+/// configured value may change at runtime and pooled sessions outlive it.
+pub(crate) fn set_statement_timeout(
+    client: &mut impl postgres::GenericClient,
+    timeout: Duration,
+) -> Result<(), BridgeError> {
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = {}",
+            timeout_millis(timeout)
+        ))
+        .map_err(|e| classify(&e))
+}
+
+/// Milliseconds for `statement_timeout`: rounded up so a tiny non-zero value
+/// does not become 0 (which means "no limit"), capped at PostgreSQL's maximum.
+fn timeout_millis(timeout: Duration) -> u128 {
+    let ms = timeout.as_nanos().div_ceil(1_000_000);
+    ms.min(i32::MAX as u128)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_rounding() {
+        assert_eq!(timeout_millis(Duration::ZERO), 0);
+        assert_eq!(timeout_millis(Duration::from_micros(1)), 1);
+        assert_eq!(timeout_millis(Duration::from_millis(250)), 250);
+        assert_eq!(
+            timeout_millis(Duration::from_secs(u64::MAX)),
+            i32::MAX as u128
+        );
+    }
+
+    #[test]
+    fn debug_hides_password() {
+        let s = PgSettings {
+            url: "host=h password=topsecret".into(),
+            password: Some("alsosecret".into()),
+            ..PgSettings::default()
+        };
+        let text = format!("{s:?}");
+        assert!(
+            !text.contains("topsecret") && !text.contains("alsosecret"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bad_url_is_config_error() {
+        let s = PgSettings {
+            url: "host=h bogus_option=1 password=topsecret".into(),
+            ..PgSettings::default()
+        };
+        match PgPool::new(&s) {
+            Err(BridgeError::Config(r)) => assert!(!r.contains("topsecret"), "{r}"),
+            other => panic!("expected Config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn zero_sizes_are_config_errors() {
+        let zero_pool = PgSettings {
+            pool_size: 0,
+            ..PgSettings::default()
+        };
+        assert!(matches!(
+            PgPool::new(&zero_pool),
+            Err(BridgeError::Config(_))
+        ));
+        let zero_timeout = PgSettings {
+            connect_timeout: Duration::ZERO,
+            ..PgSettings::default()
+        };
+        assert!(matches!(
+            PgPool::new(&zero_timeout),
+            Err(BridgeError::Config(_))
+        ));
+    }
+}

@@ -1,0 +1,160 @@
+//! A blocked client and the job that answers it.
+//!
+//! The client is blocked with Redis's own timeout (`job-timeout-ms`), so it is
+//! answered by then whatever the worker is doing: stuck on a dead TCP peer, say.
+//! The worker answers through a thread-safe context made from the blocked client,
+//! which also reads keys in the client's selected db. Exactly one answer reaches
+//! the client on every path: a normal reply, an error, a panic caught in the job,
+//! a full lane, or the timeout (after which a late reply is discarded by Redis).
+
+use std::os::raw::c_int;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use consistency_bridge::Lane;
+use redis_module::{raw, Context};
+
+use crate::config;
+use crate::keyspace::{Expired, GilAccess};
+use crate::reply::Reply;
+use crate::respond;
+
+/// The pause between two GIL holds: long enough for the main thread to run its
+/// event loop, short enough that a 1M-key scan is not slowed much.
+const SLICE_PAUSE: Duration = Duration::from_micros(100);
+
+/// A client blocked on a job, with a deadline.
+pub struct BlockedJob {
+    client: *mut raw::RedisModuleBlockedClient,
+    tsc: *mut raw::RedisModuleCtx,
+    deadline: Instant,
+    answered: bool,
+}
+
+// The raw pointers are only used under the rules of the module API: replies need
+// no lock, key access happens with the GIL held.
+unsafe impl Send for BlockedJob {}
+
+extern "C" fn on_timeout(
+    ctx: *mut raw::RedisModuleCtx,
+    _argv: *mut *mut raw::RedisModuleString,
+    _argc: c_int,
+) -> c_int {
+    let message = format!(
+        "ERR timeout: the job did not finish within consistency.job-timeout-ms ({} ms)",
+        config::job_timeout().as_millis()
+    );
+    respond::send(&Context::new(ctx), &Reply::Error(message));
+    raw::REDISMODULE_OK as c_int
+}
+
+impl BlockedJob {
+    /// Blocks the calling client until the job answers or `timeout` passes.
+    pub fn block(ctx: &Context, timeout: Duration) -> BlockedJob {
+        let timeout_ms = timeout.as_millis().clamp(1, i64::MAX as u128) as i64;
+        let client = unsafe {
+            raw::RedisModule_BlockClient.unwrap()(ctx.ctx, None, Some(on_timeout), None, timeout_ms)
+        };
+        let tsc = unsafe { raw::RedisModule_GetThreadSafeContext.unwrap()(client) };
+        BlockedJob {
+            client,
+            tsc,
+            deadline: Instant::now() + timeout,
+            answered: false,
+        }
+    }
+
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// Sends the one answer and unblocks the client.
+    pub fn answer(mut self, reply: &Reply) {
+        respond::send(&Context::new(self.tsc), reply);
+        self.answered = true;
+    }
+}
+
+impl GilAccess for BlockedJob {
+    fn with_gil<R>(&self, f: impl FnOnce(&Context) -> R) -> R {
+        unsafe { raw::RedisModule_ThreadSafeContextLock.unwrap()(self.tsc) };
+        // Unlock even if `f` panics, so Redis is never left locked.
+        struct Unlock(*mut raw::RedisModuleCtx);
+        impl Drop for Unlock {
+            fn drop(&mut self) {
+                unsafe { raw::RedisModule_ThreadSafeContextUnlock.unwrap()(self.0) };
+            }
+        }
+        let _unlock = Unlock(self.tsc);
+        f(&Context::new(self.tsc))
+    }
+
+    fn between_slices(&self) -> Result<(), Expired> {
+        thread::sleep(SLICE_PAUSE);
+        if self.expired() {
+            Err(Expired)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Drop for BlockedJob {
+    fn drop(&mut self) {
+        if !self.answered {
+            respond::send(
+                &Context::new(self.tsc),
+                &Reply::err("internal error: the job ended without an answer"),
+            );
+        }
+        unsafe {
+            raw::RedisModule_FreeThreadSafeContext.unwrap()(self.tsc);
+            raw::RedisModule_UnblockClient.unwrap()(self.client, ptr::null_mut());
+        }
+    }
+}
+
+/// Text of a caught panic.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
+/// Blocks the client and runs `work` on `lane`; `work`'s reply is the answer. A
+/// full lane answers `ERR busy` at once; a panic in `work` answers an error.
+pub fn run_on_lane(
+    ctx: &Context,
+    lane: &Lane,
+    work: impl FnOnce(&BlockedJob) -> Reply + Send + 'static,
+) {
+    let job = BlockedJob::block(ctx, config::job_timeout());
+    // The lane drops a job it cannot take; the slot lets us answer that client.
+    let slot = Arc::new(Mutex::new(Some(job)));
+    let in_job = Arc::clone(&slot);
+    let submitted = lane.try_submit(Box::new(move || {
+        let Some(job) = in_job.lock().unwrap().take() else {
+            return;
+        };
+        let reply = if job.expired() {
+            Reply::err("timeout: the job waited in the queue past consistency.job-timeout-ms")
+        } else {
+            catch_unwind(AssertUnwindSafe(|| work(&job))).unwrap_or_else(|payload| {
+                let message = panic_message(payload.as_ref());
+                log::warn!("consistency: a job panicked: {message}");
+                Reply::err(format!("internal error: {message}"))
+            })
+        };
+        job.answer(&reply);
+    }));
+    if let Err(full) = submitted {
+        if let Some(job) = slot.lock().unwrap().take() {
+            job.answer(&Reply::err(full));
+        }
+    }
+}

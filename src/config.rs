@@ -1,0 +1,158 @@
+//! Module configs (`CONFIG GET consistency.*`), held in atomics and mutexes so worker
+//! threads read them without the GIL. Registered in `lib.rs`; documented in
+//! redis.conf.example.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis_module::configuration::{ConfigurationContext, ConfigurationValue};
+use redis_module::{RedisError, RedisString};
+
+pub const DEFAULT_PG_URL: &str = "host=127.0.0.1 user=postgres dbname=postgres";
+
+pub static PG_URL: Mutex<String> = Mutex::new(String::new());
+pub static PG_PASSWORD_FILE: Mutex<String> = Mutex::new(String::new());
+pub static PG_CONNECT_TIMEOUT_MS: AtomicI64 = AtomicI64::new(2000);
+pub static PG_STATEMENT_TIMEOUT_MS: AtomicI64 = AtomicI64::new(30000);
+pub static JOB_TIMEOUT_MS: AtomicI64 = AtomicI64::new(60000);
+pub static RULES_FILE: RulesFileConfig = RulesFileConfig(Mutex::new(String::new()));
+pub static WORKERS: AtomicI64 = AtomicI64::new(2);
+pub static POOL_SIZE: AtomicI64 = AtomicI64::new(4);
+pub static THRESHOLD: ThresholdConfig = ThresholdConfig {
+    text: Mutex::new(String::new()),
+    bits: AtomicU64::new(0x4014_0000_0000_0000), // 5.0
+};
+pub static SCAN_BATCH: AtomicI64 = AtomicI64::new(500);
+pub static VERIFY_ROUNDS: AtomicI64 = AtomicI64::new(2);
+pub static CHECK_INTERVAL_SEC: AtomicI64 = AtomicI64::new(0);
+pub static AUTOFIX: AtomicBool = AtomicBool::new(false);
+pub static DB: AtomicI64 = AtomicI64::new(0);
+pub static AUDIT_STREAM: Mutex<String> = Mutex::new(String::new());
+pub static AUDIT_MAXLEN: AtomicI64 = AtomicI64::new(100_000);
+pub static NOTIFY_CHANNEL: Mutex<String> = Mutex::new(String::new());
+pub static SYNC_TIMEOUT_MS: AtomicI64 = AtomicI64::new(250);
+pub static SYNC_MAX_KEYS: AtomicI64 = AtomicI64::new(1000);
+pub static MAX_QUEUE: AtomicI64 = AtomicI64::new(64);
+
+/// Set once `init` has run: before that, configs are being loaded and must not act.
+pub static INITIALISED: AtomicBool = AtomicBool::new(false);
+
+fn ms(v: &AtomicI64) -> Duration {
+    Duration::from_millis(v.load(Ordering::Relaxed).max(0) as u64)
+}
+
+fn int(v: &AtomicI64) -> usize {
+    v.load(Ordering::Relaxed).max(0) as usize
+}
+
+pub fn pg_url() -> String {
+    PG_URL.lock().unwrap().clone()
+}
+pub fn pg_password_file() -> String {
+    PG_PASSWORD_FILE.lock().unwrap().clone()
+}
+pub fn connect_timeout() -> Duration {
+    ms(&PG_CONNECT_TIMEOUT_MS)
+}
+pub fn statement_timeout() -> Duration {
+    ms(&PG_STATEMENT_TIMEOUT_MS)
+}
+pub fn job_timeout() -> Duration {
+    ms(&JOB_TIMEOUT_MS)
+}
+pub fn rules_file() -> String {
+    RULES_FILE.0.lock().unwrap().clone()
+}
+pub fn workers() -> usize {
+    int(&WORKERS)
+}
+pub fn pool_size() -> u32 {
+    int(&POOL_SIZE) as u32
+}
+pub fn threshold() -> f64 {
+    f64::from_bits(THRESHOLD.bits.load(Ordering::Relaxed))
+}
+pub fn scan_batch() -> usize {
+    int(&SCAN_BATCH).max(1)
+}
+pub fn verify_rounds() -> u32 {
+    int(&VERIFY_ROUNDS).max(1) as u32
+}
+pub fn check_interval_sec() -> u64 {
+    int(&CHECK_INTERVAL_SEC) as u64
+}
+pub fn autofix() -> bool {
+    AUTOFIX.load(Ordering::Relaxed)
+}
+pub fn db() -> i32 {
+    int(&DB) as i32
+}
+pub fn audit_stream() -> String {
+    AUDIT_STREAM.lock().unwrap().clone()
+}
+pub fn audit_maxlen() -> usize {
+    int(&AUDIT_MAXLEN)
+}
+pub fn notify_channel() -> String {
+    NOTIFY_CHANNEL.lock().unwrap().clone()
+}
+pub fn sync_timeout() -> Duration {
+    ms(&SYNC_TIMEOUT_MS)
+}
+pub fn sync_max_keys() -> usize {
+    int(&SYNC_MAX_KEYS)
+}
+pub fn max_queue() -> usize {
+    int(&MAX_QUEUE).max(1)
+}
+
+/// `consistency.threshold`: a float kept as a string config (7.0 has no float
+/// configs), validated on set so a bad value is refused, not stored.
+pub struct ThresholdConfig {
+    text: Mutex<String>,
+    bits: AtomicU64,
+}
+
+impl ConfigurationValue<RedisString> for ThresholdConfig {
+    fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
+        RedisString::create(None, self.text.lock().unwrap().as_str())
+    }
+
+    fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
+        let text = val.to_string_lossy();
+        let value: f64 = text
+            .trim()
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| {
+                RedisError::String(format!(
+                    "threshold must be a non-negative number, got '{text}'"
+                ))
+            })?;
+        self.bits.store(value.to_bits(), Ordering::Relaxed);
+        *self.text.lock().unwrap() = text;
+        Ok(())
+    }
+}
+
+/// `consistency.rules-file`: once the module runs, setting it loads the file and
+/// refuses a bad one (the old rules stay); while Redis starts it is only stored,
+/// so a bad file never stops Redis from starting.
+pub struct RulesFileConfig(Mutex<String>);
+
+impl ConfigurationValue<RedisString> for RulesFileConfig {
+    fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
+        RedisString::create(None, self.0.lock().unwrap().as_str())
+    }
+
+    fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
+        let path = val.to_string_lossy();
+        if INITIALISED.load(Ordering::Acquire) {
+            crate::state::load_rules(&path).map_err(|e| RedisError::String(e.to_string()))?;
+        }
+        *self.0.lock().unwrap() = path;
+        Ok(())
+    }
+}

@@ -1,0 +1,457 @@
+//! How a check runs: truth from PostgreSQL, keys from the cache in slices,
+//! comparison, then verification rounds that re-query and re-read only what
+//! drifted, so writes in flight raise no false alarm.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use consistency_bridge::{BridgeError, PgPool, TruthRow};
+
+use crate::compare::{compare_key, CachedKey, DriftEntry, Tolerance, Truth};
+use crate::keyspace::{read_key, Expired, GilAccess, KeyScan};
+use crate::report::{CheckReport, RuleTally};
+use crate::rules::RuleKind;
+use crate::state::LoadedRule;
+use crate::stats;
+
+/// Where the truth comes from: the pool on a worker, or a direct connection on
+/// the main thread (scripts).
+pub trait TruthSource: Send {
+    fn all(
+        &mut self,
+        rule: &LoadedRule,
+        window_start: Option<SystemTime>,
+    ) -> Result<Vec<TruthRow>, BridgeError>;
+    fn ids(
+        &mut self,
+        rule: &LoadedRule,
+        ids: &[String],
+        window_start: Option<SystemTime>,
+    ) -> Result<Vec<TruthRow>, BridgeError>;
+}
+
+/// Truth through the module's connection pool.
+pub struct PoolTruth {
+    pub pool: Arc<PgPool>,
+    pub statement_timeout: Duration,
+}
+
+impl PoolTruth {
+    fn timed<T>(
+        &self,
+        rule: &LoadedRule,
+        run: impl FnOnce(&mut consistency_bridge::PgConn) -> Result<T, BridgeError>,
+    ) -> Result<T, BridgeError> {
+        let started = Instant::now();
+        let result = self.pool.get().and_then(|mut conn| {
+            rule.truth.prepare(&mut *conn)?;
+            run(&mut conn)
+        });
+        record_truth(started, &result);
+        result
+    }
+}
+
+/// Counts a truth query in the stats, as INFO shows them.
+pub fn record_truth<T>(started: Instant, result: &Result<T, BridgeError>) {
+    stats::record_pg_query(started.elapsed().as_millis() as u64);
+    match result {
+        Ok(_) => stats::record_pg_ok(),
+        Err(e) => stats::record_pg_error(&e.to_string()),
+    }
+}
+
+impl TruthSource for PoolTruth {
+    fn all(
+        &mut self,
+        rule: &LoadedRule,
+        window_start: Option<SystemTime>,
+    ) -> Result<Vec<TruthRow>, BridgeError> {
+        let timeout = self.statement_timeout;
+        self.timed(rule, |conn| {
+            rule.truth.run_all(&mut **conn, window_start, timeout)
+        })
+    }
+
+    fn ids(
+        &mut self,
+        rule: &LoadedRule,
+        ids: &[String],
+        window_start: Option<SystemTime>,
+    ) -> Result<Vec<TruthRow>, BridgeError> {
+        let timeout = self.statement_timeout;
+        self.timed(rule, |conn| {
+            rule.truth.run_ids(&mut **conn, ids, window_start, timeout)
+        })
+    }
+}
+
+/// What to check.
+pub struct CheckPlan {
+    pub rules: Vec<Arc<LoadedRule>>,
+    /// Given ids: read by name, nothing scanned. Empty: the whole keyspace.
+    pub ids: Vec<Vec<u8>>,
+    pub threshold_override: Option<f64>,
+    pub default_threshold: f64,
+    pub verify_rounds: u32,
+    pub scan_batch: usize,
+    /// The instant windows are cut at, for every round and any repair after them,
+    /// so all of them compare the same window.
+    pub now: SystemTime,
+}
+
+/// Why a check produced no report.
+#[derive(Debug)]
+pub enum CheckError {
+    Truth(BridgeError),
+    Expired,
+}
+
+impl From<BridgeError> for CheckError {
+    fn from(e: BridgeError) -> Self {
+        CheckError::Truth(e)
+    }
+}
+
+impl From<Expired> for CheckError {
+    fn from(_: Expired) -> Self {
+        CheckError::Expired
+    }
+}
+
+impl std::fmt::Display for CheckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckError::Truth(e) => write!(f, "{e}"),
+            CheckError::Expired => {
+                write!(f, "timeout: the check ran past consistency.job-timeout-ms")
+            }
+        }
+    }
+}
+
+/// The truth of one rule, by id.
+type TruthMap = HashMap<String, Option<String>>;
+/// The cache of one rule, by id.
+type CacheMap = HashMap<Vec<u8>, (Vec<u8>, CachedKey)>;
+
+fn to_map(rows: Vec<TruthRow>) -> TruthMap {
+    rows.into_iter().map(|r| (r.id, r.value)).collect()
+}
+
+/// The instant a window_sum rule's window starts, shared by SQL and ZSET.
+pub fn window_start(rule: &LoadedRule, now: SystemTime) -> Option<SystemTime> {
+    match rule.rule.kind {
+        RuleKind::WindowSum { window_ms } => Some(
+            now.checked_sub(Duration::from_millis(window_ms))
+                .unwrap_or(UNIX_EPOCH),
+        ),
+        _ => None,
+    }
+}
+
+pub fn epoch_ms(t: Option<SystemTime>) -> f64 {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(f64::NEG_INFINITY, |d| d.as_millis() as f64)
+}
+
+/// A check in progress.
+struct Run<'a, A: GilAccess, T: TruthSource> {
+    plan: &'a CheckPlan,
+    access: &'a A,
+    truth: &'a mut T,
+    truth_time: Duration,
+}
+
+/// Runs the whole check: round one, then verification rounds.
+pub fn run_check<A: GilAccess, T: TruthSource>(
+    plan: &CheckPlan,
+    access: &A,
+    truth: &mut T,
+) -> Result<CheckReport, CheckError> {
+    let started = Instant::now();
+    let mut run = Run {
+        plan,
+        access,
+        truth,
+        truth_time: Duration::ZERO,
+    };
+    let (mut entries, by_rule, ids) = if plan.ids.is_empty() {
+        run.scan_round()?
+    } else {
+        run.ids_round()?
+    };
+    let mut rounds = 1;
+    while rounds < plan.verify_rounds && !entries.is_empty() {
+        entries = run.verify(&entries)?;
+        rounds += 1;
+    }
+    let mut report = CheckReport {
+        checked: by_rule.iter().map(|t| t.checked).sum(),
+        ids,
+        by_rule,
+        rounds,
+        duration_ms: 0,
+        truth_ms: run.truth_time.as_millis() as u64,
+        entries,
+    };
+    for tally in &mut report.by_rule {
+        tally.drifted = report
+            .entries
+            .iter()
+            .filter(|e| e.rule == tally.rule)
+            .count() as u64;
+    }
+    report.sort_entries();
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+impl<A: GilAccess, T: TruthSource> Run<'_, A, T> {
+    fn tolerance(&self, rule: &LoadedRule) -> Tolerance {
+        Tolerance {
+            threshold: rule
+                .rule
+                .effective_threshold(self.plan.default_threshold, self.plan.threshold_override),
+            pct: rule.rule.threshold_pct,
+        }
+    }
+
+    /// Round one over the whole keyspace: the truth queries run on their own
+    /// thread while this one scans, so a check costs about the slower of the two.
+    fn scan_round(&mut self) -> Result<(Vec<DriftEntry>, Vec<RuleTally>, u64), CheckError> {
+        let now = self.plan.now;
+        let rules = &self.plan.rules;
+        let windows: Vec<Option<SystemTime>> = rules.iter().map(|r| window_start(r, now)).collect();
+        let truth = &mut *self.truth;
+        let (truths, caches, truth_time) = std::thread::scope(|s| {
+            let queries = s.spawn(|| {
+                let started = Instant::now();
+                let truths = rules
+                    .iter()
+                    .zip(&windows)
+                    .map(|(rule, window)| truth.all(rule, *window).map(to_map))
+                    .collect::<Result<Vec<_>, _>>();
+                (truths, started.elapsed())
+            });
+            let caches = scan_caches(self.access, rules, &windows, self.plan.scan_batch);
+            let (truths, elapsed) = match queries.join() {
+                Ok(done) => done,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            (truths, caches, elapsed)
+        });
+        self.truth_time += truth_time;
+        let truths = truths?;
+        let caches = caches?;
+
+        let mut entries = Vec::new();
+        let mut tallies = Vec::new();
+        let mut ids: HashSet<&[u8]> = HashSet::new();
+        for ((rule, truth), cache) in rules.iter().zip(&truths).zip(&caches) {
+            let tolerance = self.tolerance(rule);
+            let mut checked = cache.len() as u64;
+            for (id, (key, cached)) in cache {
+                let t = lookup(truth, id);
+                entries.extend(compare_key(&rule.rule, tolerance, id, key, cached, t));
+                ids.insert(id);
+            }
+            for id in truth.keys() {
+                ids.insert(id.as_bytes());
+                if !cache.contains_key(id.as_bytes()) && reports_missing(rule) {
+                    checked += 1;
+                    let key = rule.rule.key.key_for(id.as_bytes());
+                    let t = lookup(truth, id.as_bytes());
+                    entries.extend(compare_key(
+                        &rule.rule,
+                        tolerance,
+                        id.as_bytes(),
+                        &key,
+                        &CachedKey::ABSENT,
+                        t,
+                    ));
+                }
+            }
+            tallies.push(RuleTally {
+                rule: rule.rule.name.clone(),
+                checked,
+                drifted: 0,
+            });
+        }
+        let distinct = ids.len() as u64;
+        Ok((entries, tallies, distinct))
+    }
+
+    /// Round one for given ids: truth for just those ids, keys read by name.
+    fn ids_round(&mut self) -> Result<(Vec<DriftEntry>, Vec<RuleTally>, u64), CheckError> {
+        let targets: Vec<(usize, Vec<Vec<u8>>)> = (0..self.plan.rules.len())
+            .map(|i| (i, self.plan.ids.clone()))
+            .collect();
+        let (entries, checked) = self.check_ids(&targets, true)?;
+        let tallies = self
+            .plan
+            .rules
+            .iter()
+            .zip(checked)
+            .map(|(rule, checked)| RuleTally {
+                rule: rule.rule.name.clone(),
+                checked,
+                drifted: 0,
+            })
+            .collect();
+        let mut ids: HashSet<&[u8]> = HashSet::new();
+        ids.extend(self.plan.ids.iter().map(Vec::as_slice));
+        Ok((entries, tallies, ids.len() as u64))
+    }
+
+    /// A verification round: re-query and re-read what the last round found, and
+    /// keep only what is still wrong.
+    fn verify(&mut self, found: &[DriftEntry]) -> Result<Vec<DriftEntry>, CheckError> {
+        let mut targets: Vec<(usize, Vec<Vec<u8>>)> = Vec::new();
+        for (i, rule) in self.plan.rules.iter().enumerate() {
+            let mut seen = HashSet::new();
+            let ids: Vec<Vec<u8>> = found
+                .iter()
+                .filter(|e| e.rule == rule.rule.name && seen.insert(e.id.as_slice()))
+                .map(|e| e.id.clone())
+                .collect();
+            if !ids.is_empty() {
+                targets.push((i, ids));
+            }
+        }
+        let (entries, _) = self.check_ids(&targets, false)?;
+        // A finding that was not there before is not verified: keep what persists.
+        let before: HashSet<(&str, &[u8], _)> = found
+            .iter()
+            .map(|e| (e.rule.as_str(), e.key.as_slice(), e.status))
+            .collect();
+        Ok(entries
+            .into_iter()
+            .filter(|e| before.contains(&(e.rule.as_str(), e.key.as_slice(), e.status)))
+            .collect())
+    }
+
+    /// Compares the keys of the given ids per rule (by rule index). Returns the
+    /// findings and, when `count` is set, the keys compared per selected rule.
+    fn check_ids(
+        &mut self,
+        targets: &[(usize, Vec<Vec<u8>>)],
+        count: bool,
+    ) -> Result<(Vec<DriftEntry>, Vec<u64>), CheckError> {
+        let now = self.plan.now;
+        let mut entries = Vec::new();
+        let mut checked = vec![0; self.plan.rules.len()];
+        for (i, ids) in targets {
+            let rule = &self.plan.rules[*i];
+            let window = window_start(rule, now);
+            let text_ids: Vec<String> = ids
+                .iter()
+                .filter_map(|id| std::str::from_utf8(id).ok())
+                .filter(|id| !id.contains('\0'))
+                .map(str::to_string)
+                .collect();
+            let started = Instant::now();
+            let truth = if text_ids.is_empty() {
+                TruthMap::new()
+            } else {
+                to_map(self.truth.ids(rule, &text_ids, window)?)
+            };
+            self.truth_time += started.elapsed();
+            let keys: Vec<Vec<u8>> = ids.iter().map(|id| rule.rule.key.key_for(id)).collect();
+            let cached = read_keys(
+                self.access,
+                &keys,
+                &rule.rule.kind,
+                epoch_ms(window),
+                self.plan.scan_batch,
+            )?;
+            let tolerance = self.tolerance(rule);
+            for ((id, key), cached) in ids.iter().zip(&keys).zip(&cached) {
+                let t = lookup(&truth, id);
+                if count && (cached.is_present() || (reports_missing(rule) && t != Truth::Unknown))
+                {
+                    checked[*i] += 1;
+                }
+                entries.extend(compare_key(&rule.rule, tolerance, id, key, cached, t));
+            }
+        }
+        Ok((entries, checked))
+    }
+}
+
+fn reports_missing(rule: &LoadedRule) -> bool {
+    rule.rule.missing == crate::rules::MissingPolicy::Report
+}
+
+fn lookup<'t>(truth: &'t TruthMap, id: &[u8]) -> Truth<'t> {
+    match std::str::from_utf8(id).ok().and_then(|id| truth.get(id)) {
+        Some(value) => Truth::Known(value.as_deref()),
+        None => Truth::Unknown,
+    }
+}
+
+/// One pass over the keyspace serving every rule: each key name is matched against
+/// every rule's template, and matching keys are read in the same GIL hold.
+fn scan_caches<A: GilAccess>(
+    access: &A,
+    rules: &[Arc<LoadedRule>],
+    windows: &[Option<SystemTime>],
+    batch: usize,
+) -> Result<Vec<CacheMap>, Expired> {
+    let window_ms: Vec<f64> = windows.iter().map(|w| epoch_ms(*w)).collect();
+    let mut caches: Vec<CacheMap> = rules.iter().map(|_| CacheMap::new()).collect();
+    let mut scan = KeyScan::new();
+    let mut matched: Vec<(usize, Vec<u8>, usize)> = Vec::with_capacity(batch);
+    while !scan.is_done() {
+        access.with_gil(|ctx| {
+            matched.clear();
+            scan.next_slice(ctx, batch, &mut |name| {
+                for (i, rule) in rules.iter().enumerate() {
+                    if let Some(id) = rule.rule.key.id_of(name) {
+                        let start = rule.rule.key.prefix().len();
+                        debug_assert_eq!(&name[start..start + id.len()], id);
+                        matched.push((i, name.to_vec(), id.len()));
+                    }
+                }
+            });
+            for (i, name, id_len) in matched.drain(..) {
+                let rule = &rules[i];
+                let cached = read_key(ctx, &name, &rule.rule.kind, window_ms[i]);
+                if cached.is_present() {
+                    let start = rule.rule.key.prefix().len();
+                    let id = name[start..start + id_len].to_vec();
+                    caches[i].insert(id, (name, cached));
+                }
+            }
+        });
+        if !scan.is_done() {
+            access.between_slices()?;
+        }
+    }
+    Ok(caches)
+}
+
+/// Reads keys by name, `batch` per GIL hold.
+pub fn read_keys<A: GilAccess>(
+    access: &A,
+    keys: &[Vec<u8>],
+    kind: &RuleKind,
+    window_start_ms: f64,
+    batch: usize,
+) -> Result<Vec<CachedKey>, Expired> {
+    let mut out = Vec::with_capacity(keys.len());
+    for (n, chunk) in keys.chunks(batch.max(1)).enumerate() {
+        if n > 0 {
+            access.between_slices()?;
+        }
+        access.with_gil(|ctx| {
+            out.extend(
+                chunk
+                    .iter()
+                    .map(|k| read_key(ctx, k, kind, window_start_ms)),
+            );
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,534 @@
+//! Repairs: FIX of given ids, and FIX ALL (check, then repair verified drift).
+//!
+//! A repair never destroys a fresh value: FIX ALL deletes or rewrites a key only
+//! if it still holds what the verification saw, compared and written within one
+//! GIL hold. Deleting is always safe (the application reloads from the
+//! database); rewriting needs the truth, so it is refused without it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use consistency_bridge::BridgeError;
+use redis_module::Context;
+
+use crate::compare::{parse_number, CachedKey, CachedValue, DriftEntry, Status};
+use crate::drift_check::{epoch_ms, window_start, TruthSource};
+use crate::keyspace::{read_key, Expired, GilAccess};
+use crate::reply::{bytes_as_text, Reply};
+use crate::report::entry_reply;
+use crate::rules::{FixPolicy, RuleKind};
+use crate::state::LoadedRule;
+use crate::stats;
+use crate::writes;
+
+/// What a repair did to one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FixAction {
+    Deleted,
+    Rewritten,
+    WouldDelete,
+    WouldRewrite,
+    Absent,
+    SkippedChanged,
+    SkippedNotLocal,
+}
+
+impl FixAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            FixAction::Deleted => "deleted",
+            FixAction::Rewritten => "rewritten",
+            FixAction::WouldDelete => "would_delete",
+            FixAction::WouldRewrite => "would_rewrite",
+            FixAction::Absent => "absent",
+            FixAction::SkippedChanged => "skipped_changed",
+            FixAction::SkippedNotLocal => "skipped_not_local",
+        }
+    }
+
+    pub fn changed(self) -> bool {
+        matches!(self, FixAction::Deleted | FixAction::Rewritten)
+    }
+}
+
+/// Why a repair stopped.
+#[derive(Debug)]
+pub enum FixError {
+    Expired,
+    /// This node stopped being a primary mid-repair (a failover): writes stop.
+    NotPrimary {
+        changed: u64,
+    },
+    Write(String),
+}
+
+impl From<Expired> for FixError {
+    fn from(_: Expired) -> Self {
+        FixError::Expired
+    }
+}
+
+impl std::fmt::Display for FixError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FixError::Expired => {
+                write!(f, "timeout: the repair ran past consistency.job-timeout-ms")
+            }
+            FixError::NotPrimary { changed } => write!(
+                f,
+                "not a primary: this node is a replica now; repairs stopped after {changed} changes"
+            ),
+            FixError::Write(e) => write!(f, "a repair write failed: {e}"),
+        }
+    }
+}
+
+/// How a key is to be repaired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Repair {
+    Delete,
+    Rewrite,
+}
+
+/// One key to repair, with what it must still hold (None: no comparison, as for
+/// FIX of given ids, where the operator asked for exactly these keys).
+pub struct RepairItem<'a> {
+    pub rule: &'a LoadedRule,
+    pub entry: &'a DriftEntry,
+    pub expect: Option<&'a CachedValue>,
+    pub rewrite_to: Option<Vec<u8>>,
+}
+
+/// Runs repairs in slices, comparing each key with what it must still hold.
+/// Returns the action for each item, in order.
+pub fn apply_repairs<A: GilAccess>(
+    access: &A,
+    items: &[RepairItem<'_>],
+    now: SystemTime,
+    dry_run: bool,
+    batch: usize,
+) -> Result<Vec<FixAction>, FixError> {
+    let mut actions = Vec::with_capacity(items.len());
+    let mut changed = 0u64;
+    for (n, chunk) in items.chunks(batch.max(1)).enumerate() {
+        if n > 0 {
+            access.between_slices()?;
+        }
+        access.with_gil(|ctx| -> Result<(), FixError> {
+            if !dry_run && !writes::is_primary(ctx) {
+                return Err(FixError::NotPrimary { changed });
+            }
+            for item in chunk {
+                let action = repair_one(ctx, item, now, dry_run)?;
+                changed += u64::from(action.changed());
+                actions.push(action);
+            }
+            Ok(())
+        })?;
+    }
+    stats::FIXES_TOTAL.fetch_add(changed, std::sync::atomic::Ordering::Relaxed);
+    Ok(actions)
+}
+
+fn repair_one(
+    ctx: &Context,
+    item: &RepairItem<'_>,
+    now: SystemTime,
+    dry_run: bool,
+) -> Result<FixAction, FixError> {
+    let rule = &item.rule.rule;
+    let key = &item.entry.key;
+    let window = epoch_ms(window_start(item.rule, now));
+    let current = read_key(ctx, key, &rule.kind, window);
+    if !current.is_present() {
+        return Ok(FixAction::Absent);
+    }
+    if let Some(expect) = item.expect {
+        if &current.value != expect {
+            return Ok(FixAction::SkippedChanged);
+        }
+    }
+    let repair = if item.rewrite_to.is_some() {
+        Repair::Rewrite
+    } else {
+        Repair::Delete
+    };
+    if dry_run {
+        return Ok(match repair {
+            Repair::Delete => FixAction::WouldDelete,
+            Repair::Rewrite => FixAction::WouldRewrite,
+        });
+    }
+    let action = match (&item.rewrite_to, &rule.kind) {
+        (Some(value), RuleKind::HashField { field }) => {
+            writes::set_hash_field(ctx, key, field.as_bytes(), value).map_err(FixError::Write)?;
+            FixAction::Rewritten
+        }
+        (Some(value), _) => {
+            writes::set_keep_ttl(ctx, key, value).map_err(FixError::Write)?;
+            FixAction::Rewritten
+        }
+        (None, _) => {
+            writes::unlink(ctx, &[key]).map_err(FixError::Write)?;
+            FixAction::Deleted
+        }
+    };
+    log_repair(ctx, item, &current, action);
+    Ok(action)
+}
+
+/// Each repair is logged at notice level and, when set, appended to the audit stream.
+fn log_repair(ctx: &Context, item: &RepairItem<'_>, before: &CachedKey, action: FixAction) {
+    let e = item.entry;
+    let old = before.display().unwrap_or_default();
+    let truth = e.truth.clone().unwrap_or_default();
+    log::info!(
+        "consistency: {} {} (rule {}, id {}, cached '{}', truth '{}')",
+        action.name(),
+        bytes_as_text(&e.key),
+        e.rule,
+        bytes_as_text(&e.id),
+        old,
+        truth
+    );
+    writes::audit(
+        ctx,
+        &[
+            ("rule", e.rule.as_bytes()),
+            ("id", &e.id),
+            ("key", &e.key),
+            ("old", old.as_bytes()),
+            ("truth", truth.as_bytes()),
+            ("action", action.name().as_bytes()),
+        ],
+    );
+}
+
+/// The value a rewrite writes: the truth as PostgreSQL returned it (NULL is 0).
+pub fn rewrite_value(entry: &DriftEntry) -> Vec<u8> {
+    entry
+        .truth
+        .clone()
+        .unwrap_or_else(|| "0".into())
+        .into_bytes()
+}
+
+/// Whether a finding gets a repair, and which: `rewrite` is the operator's
+/// REWRITE; the rule's own policy applies otherwise. Orphans, invalid values and
+/// keys without a required TTL are deleted; missing keys cannot be created here.
+pub fn plan_repair(
+    rule: &LoadedRule,
+    entry: &DriftEntry,
+    rewrite: bool,
+    truth_ok: bool,
+) -> Option<bool> {
+    let can_rewrite = rule.rule.kind.can_rewrite() && truth_ok;
+    match entry.status {
+        Status::Missing => None,
+        Status::Drift if can_rewrite && (rewrite || rule.rule.fix == FixPolicy::Rewrite) => {
+            Some(true)
+        }
+        Status::Drift | Status::Invalid | Status::Orphan | Status::NoTtl => Some(false),
+    }
+}
+
+/// PUBLISHes each presence finding (missing or orphaned) as JSON, so the
+/// application can recover the connection (seed 001), from CHECK and FIX alike.
+pub fn notify_presence<A: GilAccess>(
+    access: &A,
+    rules: &[Arc<LoadedRule>],
+    entries: &[DriftEntry],
+) -> Result<(), Expired> {
+    let presence: Vec<&DriftEntry> = entries
+        .iter()
+        .filter(|e| matches!(e.status, Status::Missing | Status::Orphan))
+        .filter(|e| {
+            rules
+                .iter()
+                .any(|r| r.rule.name == e.rule && r.rule.kind == RuleKind::Presence)
+        })
+        .collect();
+    for (n, chunk) in presence.chunks(500).enumerate() {
+        if n > 0 {
+            access.between_slices()?;
+        }
+        access.with_gil(|ctx| {
+            for e in chunk {
+                let event = Reply::Map(vec![
+                    ("rule", Reply::text(e.rule.clone())),
+                    ("id", Reply::Bulk(e.id.clone())),
+                    ("key", Reply::Bulk(e.key.clone())),
+                    ("status", Reply::text(e.status.name())),
+                ]);
+                writes::notify(ctx, &event.to_json());
+            }
+        });
+    }
+    Ok(())
+}
+
+/// FIX of given ids.
+pub struct FixIdsPlan {
+    pub rules: Vec<Arc<LoadedRule>>,
+    pub ids: Vec<Vec<u8>>,
+    pub dry_run: bool,
+    pub rewrite: bool,
+    pub scan_batch: usize,
+    pub now: SystemTime,
+}
+
+/// The truth for given ids of one rule, or why it could not be had.
+fn truth_for_ids<T: TruthSource>(
+    truth: &mut T,
+    rule: &LoadedRule,
+    ids: &[Vec<u8>],
+    now: SystemTime,
+) -> Result<HashMap<String, Option<String>>, BridgeError> {
+    let text: Vec<String> = ids
+        .iter()
+        .filter_map(|id| std::str::from_utf8(id).ok())
+        .filter(|id| !id.contains('\0'))
+        .map(str::to_string)
+        .collect();
+    if text.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = truth.ids(rule, &text, window_start(rule, now))?;
+    Ok(rows.into_iter().map(|r| (r.id, r.value)).collect())
+}
+
+/// Runs FIX of given ids and shapes its reply. With the truth unavailable,
+/// clearing goes ahead and the reply says so; REWRITE is refused before any change.
+pub fn fix_ids<A: GilAccess, T: TruthSource>(
+    plan: &FixIdsPlan,
+    access: &A,
+    truth: &mut T,
+) -> Result<Reply, FixIdsError> {
+    let mut truths = Vec::with_capacity(plan.rules.len());
+    let mut truth_error: Option<BridgeError> = None;
+    for rule in &plan.rules {
+        if truth_error.is_some() {
+            truths.push(HashMap::new());
+            continue;
+        }
+        match truth_for_ids(truth, rule, &plan.ids, plan.now) {
+            Ok(t) => truths.push(t),
+            Err(e) => {
+                truth_error = Some(e);
+                truths.push(HashMap::new());
+            }
+        }
+    }
+    if let (true, Some(e)) = (plan.rewrite, &truth_error) {
+        return Err(FixIdsError::RewriteNeedsTruth(e.clone()));
+    }
+    let truth_ok = truth_error.is_none();
+
+    // What each key holds now, for the report and to tell orphans from the rest.
+    let mut entries: Vec<(usize, DriftEntry)> = Vec::new();
+    for (i, rule) in plan.rules.iter().enumerate() {
+        let keys: Vec<Vec<u8>> = plan
+            .ids
+            .iter()
+            .map(|id| rule.rule.key.key_for(id))
+            .collect();
+        let window = epoch_ms(window_start(rule, plan.now));
+        let cached =
+            crate::drift_check::read_keys(access, &keys, &rule.rule.kind, window, plan.scan_batch)
+                .map_err(|_| FixIdsError::Fix(FixError::Expired))?;
+        for ((id, key), cached) in plan.ids.iter().zip(keys).zip(cached) {
+            let truth_text = std::str::from_utf8(id)
+                .ok()
+                .and_then(|id| truths[i].get(id));
+            let known = truth_text.is_some();
+            let truth_value = truth_text.cloned().flatten();
+            let status = match (&rule.rule.kind, cached.is_present(), known) {
+                (_, false, true) => Status::Missing,
+                (_, false, false) => Status::Drift, // absent and unknown: shown as absent
+                (RuleKind::Presence, true, true) => continue, // as it should be
+                (RuleKind::Presence, true, false) if !truth_ok => continue, // cannot tell
+                (_, true, false) if truth_ok => Status::Orphan,
+                _ => Status::Drift,
+            };
+            let cached_number = match &cached.value {
+                CachedValue::Text(t) => parse_number(t),
+                CachedValue::WindowSum {
+                    sum,
+                    unparsed: None,
+                } => Some(*sum),
+                _ => None,
+            };
+            let true_number = if known {
+                truth_value
+                    .as_deref()
+                    .map_or(Some(0.0), |t| parse_number(t.as_bytes()))
+            } else {
+                None
+            };
+            let diff = cached_number.zip(true_number).map(|(c, t)| c - t);
+            entries.push((
+                i,
+                DriftEntry {
+                    rule: rule.rule.name.clone(),
+                    id: id.clone(),
+                    key,
+                    status,
+                    cached: cached.display(),
+                    truth: truth_value,
+                    diff,
+                    seen: cached.value,
+                },
+            ));
+        }
+    }
+
+    let items: Vec<RepairItem<'_>> = entries
+        .iter()
+        .map(|(i, e)| {
+            let rule = &plan.rules[*i];
+            let rewrite = plan_repair(rule, e, plan.rewrite, truth_ok) == Some(true)
+                && e.status != Status::Orphan;
+            RepairItem {
+                rule,
+                entry: e,
+                expect: None,
+                rewrite_to: rewrite.then(|| rewrite_value(e)),
+            }
+        })
+        .collect();
+    let actions = apply_repairs(access, &items, plan.now, plan.dry_run, plan.scan_batch)
+        .map_err(FixIdsError::Fix)?;
+    let missing: Vec<DriftEntry> = entries
+        .iter()
+        .filter(|(_, e)| e.status == Status::Missing)
+        .map(|(_, e)| e.clone())
+        .collect();
+    notify_presence(access, &plan.rules, &missing)
+        .map_err(|_| FixIdsError::Fix(FixError::Expired))?;
+
+    let (changed, skipped) = tally(&actions);
+    let truth_state = match &truth_error {
+        None => "ok".to_string(),
+        Some(e) => format!("unavailable: {e}"),
+    };
+    Ok(Reply::Map(vec![
+        ("dry_run", Reply::Bool(plan.dry_run)),
+        ("truth", Reply::text(truth_state)),
+        ("changed", Reply::Int(changed as i64)),
+        ("skipped", Reply::Int(skipped as i64)),
+        (
+            "entries",
+            Reply::Array(
+                entries
+                    .iter()
+                    .zip(&actions)
+                    .map(|((_, e), a)| fix_entry_reply(e, *a))
+                    .collect(),
+            ),
+        ),
+    ]))
+}
+
+/// Keys changed, and keys left alone (absent, changed since verified, not local).
+fn tally(actions: &[FixAction]) -> (usize, usize) {
+    let changed = actions.iter().filter(|a| a.changed()).count();
+    let skipped = actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                FixAction::Absent | FixAction::SkippedChanged | FixAction::SkippedNotLocal
+            )
+        })
+        .count();
+    (changed, skipped)
+}
+
+/// A FIX entry: rule, id, key, cached, truth, diff, action.
+fn fix_entry_reply(e: &DriftEntry, action: FixAction) -> Reply {
+    let Reply::Map(mut fields) = entry_reply(e, Some(action.name())) else {
+        unreachable!("entry_reply builds a map")
+    };
+    fields.retain(|(name, _)| *name != "status");
+    Reply::Map(fields)
+}
+
+/// Why FIX of given ids answered an error.
+#[derive(Debug)]
+pub enum FixIdsError {
+    RewriteNeedsTruth(BridgeError),
+    Fix(FixError),
+}
+
+impl std::fmt::Display for FixIdsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FixIdsError::RewriteNeedsTruth(e) => {
+                write!(
+                    f,
+                    "REWRITE needs the truth, and it is unavailable: {e}; nothing was changed"
+                )
+            }
+            FixIdsError::Fix(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// FIX ALL: the check's report, then a repair of each verified finding that still
+/// holds what the verification saw.
+pub fn fix_all<A: GilAccess>(
+    plan: &crate::drift_check::CheckPlan,
+    report: &crate::report::CheckReport,
+    access: &A,
+    dry_run: bool,
+    rewrite: bool,
+    limit: usize,
+) -> Result<Reply, FixError> {
+    let rule_of = |name: &str| plan.rules.iter().find(|r| r.rule.name == name);
+    // A key with two findings (drift and no_ttl) is repaired once.
+    let mut first_for_key: HashMap<&[u8], usize> = HashMap::new();
+    let mut items = Vec::new();
+    let mut item_of_entry: Vec<Option<usize>> = Vec::with_capacity(report.entries.len());
+    for e in &report.entries {
+        let Some(rule) = rule_of(&e.rule) else {
+            item_of_entry.push(None);
+            continue;
+        };
+        let Some(rw) = plan_repair(rule, e, rewrite, true) else {
+            item_of_entry.push(None);
+            continue;
+        };
+        let index = *first_for_key.entry(e.key.as_slice()).or_insert_with(|| {
+            items.push(RepairItem {
+                rule,
+                entry: e,
+                expect: Some(&e.seen),
+                rewrite_to: rw.then(|| rewrite_value(e)),
+            });
+            items.len() - 1
+        });
+        item_of_entry.push(Some(index));
+    }
+    let actions = apply_repairs(access, &items, plan.now, dry_run, plan.scan_batch)?;
+    notify_presence(access, &plan.rules, &report.entries)?;
+    let action_of: HashMap<*const DriftEntry, FixAction> = report
+        .entries
+        .iter()
+        .zip(&item_of_entry)
+        .map(|(e, i)| {
+            (
+                e as *const DriftEntry,
+                i.map_or(FixAction::Absent, |i| actions[i]),
+            )
+        })
+        .collect();
+    let (changed, skipped) = tally(&actions);
+    let mut fields = report.fields(limit, &|e| {
+        action_of.get(&(e as *const DriftEntry)).map(|a| a.name())
+    });
+    fields.push(("dry_run", Reply::Bool(dry_run)));
+    fields.push(("changed", Reply::Int(changed as i64)));
+    fields.push(("skipped", Reply::Int(skipped as i64)));
+    Ok(Reply::Map(fields))
+}

@@ -1,0 +1,307 @@
+//! Reading the cache in process: scanning key names and reading values, always in
+//! short slices with the GIL held by whoever calls (a worker through its blocked
+//! client, or the main thread for the synchronous path in scripts).
+//!
+//! Values are read without side effects on the keyspace: keys are opened with
+//! NOTOUCH, and strings are read with GET (StringDMA would re-encode embstr and int
+//! strings) with the key's LRU/LFU put back afterwards.
+
+use std::ffi::{c_void, CString};
+use std::os::raw::{c_char, c_int};
+use std::ptr;
+
+use redis_module::{raw, Context};
+
+use crate::compare::{CachedKey, CachedValue, WindowSummer};
+use crate::rules::RuleKind;
+
+/// Access to the keyspace in slices. Between two slices Redis serves other clients.
+pub trait GilAccess {
+    /// Runs `f` with the GIL held, on a context whose selected db is the caller's.
+    fn with_gil<R>(&self, f: impl FnOnce(&Context) -> R) -> R;
+    /// Called between slices: pauses so the main thread is never starved, and
+    /// answers `Err` once the job's deadline has passed.
+    fn between_slices(&self) -> Result<(), Expired>;
+}
+
+/// The job ran out of time; its client has been (or will be) answered with a timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expired;
+
+/// The main thread, where the GIL is already held (Lua and MULTI): no pauses.
+pub struct MainThread<'c>(pub &'c Context);
+
+impl GilAccess for MainThread<'_> {
+    fn with_gil<R>(&self, f: impl FnOnce(&Context) -> R) -> R {
+        f(self.0)
+    }
+    fn between_slices(&self) -> Result<(), Expired> {
+        Ok(())
+    }
+}
+
+/// An in-process SCAN over the whole keyspace of the selected db.
+pub struct KeyScan {
+    cursor: *mut raw::RedisModuleScanCursor,
+    done: bool,
+}
+
+impl Default for KeyScan {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl KeyScan {
+    pub fn new() -> KeyScan {
+        let cursor = unsafe { raw::RedisModule_ScanCursorCreate.unwrap()() };
+        KeyScan {
+            cursor,
+            done: false,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Visits at least `budget` keys (or the rest of the keyspace) and passes each
+    /// name to `visit`. The caller holds the GIL.
+    pub fn next_slice(&mut self, ctx: &Context, budget: usize, visit: &mut dyn FnMut(&[u8])) {
+        struct State<'v> {
+            visit: &'v mut dyn FnMut(&[u8]),
+            visited: usize,
+        }
+        extern "C" fn on_key(
+            _ctx: *mut raw::RedisModuleCtx,
+            name: *mut raw::RedisModuleString,
+            _key: *mut raw::RedisModuleKey,
+            privdata: *mut c_void,
+        ) {
+            let state = unsafe { &mut *(privdata as *mut State<'_>) };
+            state.visited += 1;
+            (state.visit)(string_bytes(name));
+        }
+        let mut state = State { visit, visited: 0 };
+        while !self.done && state.visited < budget {
+            let more = unsafe {
+                raw::RedisModule_Scan.unwrap()(
+                    ctx.ctx,
+                    self.cursor,
+                    Some(on_key),
+                    &mut state as *mut State<'_> as *mut c_void,
+                )
+            };
+            self.done = more == 0;
+        }
+    }
+}
+
+impl Drop for KeyScan {
+    fn drop(&mut self) {
+        unsafe { raw::RedisModule_ScanCursorDestroy.unwrap()(self.cursor) };
+    }
+}
+
+fn string_bytes<'a>(s: *const raw::RedisModuleString) -> &'a [u8] {
+    let mut len = 0;
+    let ptr = unsafe { raw::RedisModule_StringPtrLen.unwrap()(s, &mut len) };
+    unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) }
+}
+
+/// A RedisModuleString owned for the length of one read.
+struct OwnedName {
+    ctx: *mut raw::RedisModuleCtx,
+    inner: *mut raw::RedisModuleString,
+}
+
+impl OwnedName {
+    fn new(ctx: &Context, bytes: &[u8]) -> OwnedName {
+        let inner = unsafe {
+            raw::RedisModule_CreateString.unwrap()(
+                ctx.ctx,
+                bytes.as_ptr().cast::<c_char>(),
+                bytes.len(),
+            )
+        };
+        OwnedName {
+            ctx: ctx.ctx,
+            inner,
+        }
+    }
+}
+
+impl Drop for OwnedName {
+    fn drop(&mut self) {
+        unsafe { raw::RedisModule_FreeString.unwrap()(self.ctx, self.inner) };
+    }
+}
+
+/// An open key, closed on drop.
+struct OpenKey(*mut raw::RedisModuleKey);
+
+impl Drop for OpenKey {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            unsafe { raw::RedisModule_CloseKey.unwrap()(self.0) };
+        }
+    }
+}
+
+/// The LRU idle time or LFU counter of a key, to put back after a read that touched it.
+enum Recency {
+    Lru(i64),
+    Lfu(i64),
+    Unknown,
+}
+
+impl Recency {
+    fn save(key: *mut raw::RedisModuleKey) -> Recency {
+        let mut v = 0;
+        if unsafe { raw::RedisModule_GetLRU.unwrap()(key, &mut v) } == raw::REDISMODULE_OK as c_int
+        {
+            return Recency::Lru(v);
+        }
+        if unsafe { raw::RedisModule_GetLFU.unwrap()(key, &mut v) } == raw::REDISMODULE_OK as c_int
+        {
+            return Recency::Lfu(v);
+        }
+        Recency::Unknown
+    }
+
+    fn restore(&self, key: *mut raw::RedisModuleKey) {
+        unsafe {
+            match *self {
+                Recency::Lru(idle) => {
+                    raw::RedisModule_SetLRU.unwrap()(key, idle);
+                }
+                Recency::Lfu(freq) => {
+                    raw::RedisModule_SetLFU.unwrap()(key, freq);
+                }
+                Recency::Unknown => {}
+            }
+        }
+    }
+}
+
+fn type_name(t: c_int) -> &'static str {
+    match t as isize {
+        raw::REDISMODULE_KEYTYPE_STRING => "string",
+        raw::REDISMODULE_KEYTYPE_LIST => "list",
+        raw::REDISMODULE_KEYTYPE_HASH => "hash",
+        raw::REDISMODULE_KEYTYPE_SET => "set",
+        raw::REDISMODULE_KEYTYPE_ZSET => "zset",
+        raw::REDISMODULE_KEYTYPE_STREAM => "stream",
+        _ => "module",
+    }
+}
+
+/// Reads the key `name` as a rule of `kind` sees it. `window_start_ms` cuts
+/// window_sum ZSETs (scores are epoch ms). The caller holds the GIL.
+pub fn read_key(ctx: &Context, name: &[u8], kind: &RuleKind, window_start_ms: f64) -> CachedKey {
+    let keyname = OwnedName::new(ctx, name);
+    let mode = (raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH) as c_int;
+    let key = OpenKey(unsafe { raw::RedisModule_OpenKey.unwrap()(ctx.ctx, keyname.inner, mode) });
+    if key.0.is_null() {
+        return CachedKey::ABSENT;
+    }
+    let key_type = unsafe { raw::RedisModule_KeyType.unwrap()(key.0) };
+    if key_type as isize == raw::REDISMODULE_KEYTYPE_EMPTY {
+        return CachedKey::ABSENT;
+    }
+    let expire = unsafe { raw::RedisModule_GetExpire.unwrap()(key.0) };
+    if expire == 0 {
+        // Expires this very millisecond: as good as gone.
+        return CachedKey::ABSENT;
+    }
+    let has_ttl = expire > 0;
+    let value = match kind {
+        RuleKind::Presence => CachedValue::Present,
+        RuleKind::Number if key_type as isize == raw::REDISMODULE_KEYTYPE_STRING => {
+            read_string(ctx, &key, &keyname)
+        }
+        RuleKind::HashField { field } if key_type as isize == raw::REDISMODULE_KEYTYPE_HASH => {
+            read_hash_field(ctx, &key, field)
+        }
+        RuleKind::WindowSum { .. } if key_type as isize == raw::REDISMODULE_KEYTYPE_ZSET => {
+            sum_window(ctx, &key, window_start_ms)
+        }
+        _ => CachedValue::WrongType(type_name(key_type)),
+    };
+    CachedKey { value, has_ttl }
+}
+
+fn read_string(ctx: &Context, key: &OpenKey, name: &OwnedName) -> CachedValue {
+    let recency = Recency::save(key.0);
+    let value = unsafe {
+        let reply =
+            raw::RedisModule_Call.unwrap()(ctx.ctx, c"GET".as_ptr(), c"s".as_ptr(), name.inner);
+        if reply.is_null() {
+            return CachedValue::Absent;
+        }
+        let value = if raw::RedisModule_CallReplyType.unwrap()(reply)
+            == raw::REDISMODULE_REPLY_STRING as c_int
+        {
+            let mut len = 0;
+            let p = raw::RedisModule_CallReplyStringPtr.unwrap()(reply, &mut len);
+            CachedValue::Text(std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec())
+        } else {
+            CachedValue::Absent
+        };
+        raw::RedisModule_FreeCallReply.unwrap()(reply);
+        value
+    };
+    recency.restore(key.0);
+    value
+}
+
+fn read_hash_field(ctx: &Context, key: &OpenKey, field: &str) -> CachedValue {
+    let Ok(field) = CString::new(field) else {
+        return CachedValue::NoField;
+    };
+    let mut out: *mut raw::RedisModuleString = ptr::null_mut();
+    unsafe {
+        raw::RedisModule_HashGet.unwrap()(
+            key.0,
+            raw::REDISMODULE_HASH_CFIELDS as c_int,
+            field.as_ptr(),
+            &mut out as *mut *mut raw::RedisModuleString,
+            ptr::null_mut::<c_void>(),
+        );
+    }
+    if out.is_null() {
+        return CachedValue::NoField;
+    }
+    let value = CachedValue::Text(string_bytes(out).to_vec());
+    unsafe { raw::RedisModule_FreeString.unwrap()(ctx.ctx, out) };
+    value
+}
+
+fn sum_window(ctx: &Context, key: &OpenKey, window_start_ms: f64) -> CachedValue {
+    let mut summer = WindowSummer::default();
+    unsafe {
+        let first = raw::RedisModule_ZsetFirstInScoreRange.unwrap()(
+            key.0,
+            window_start_ms,
+            f64::INFINITY,
+            0,
+            0,
+        );
+        if first == raw::REDISMODULE_OK as c_int {
+            while raw::RedisModule_ZsetRangeEndReached.unwrap()(key.0) == 0 {
+                let mut score = 0.0;
+                let member = raw::RedisModule_ZsetRangeCurrentElement.unwrap()(key.0, &mut score);
+                if member.is_null() {
+                    break;
+                }
+                summer.add_member(string_bytes(member));
+                raw::RedisModule_FreeString.unwrap()(ctx.ctx, member);
+                if raw::RedisModule_ZsetRangeNext.unwrap()(key.0) == 0 {
+                    break;
+                }
+            }
+        }
+        raw::RedisModule_ZsetRangeStop.unwrap()(key.0);
+    }
+    summer.finish()
+}

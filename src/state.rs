@@ -1,0 +1,152 @@
+//! The module's running state: loaded rules, the PostgreSQL pool and the lanes.
+
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use consistency_bridge::{
+    read_password_file, BridgeError, Lane, PgPool, PgSettings, TruthQuery, TruthShape,
+};
+
+use crate::config;
+use crate::rules::{Rule, RuleKind, RuleSet, RulesError};
+
+/// A rule with its truth query, which learns the id column's type once.
+pub struct LoadedRule {
+    pub rule: Rule,
+    pub truth: TruthQuery,
+}
+
+impl LoadedRule {
+    pub fn new(rule: Rule) -> LoadedRule {
+        let shape = if rule.kind.is_valued() {
+            TruthShape::IdValue
+        } else {
+            TruthShape::IdOnly
+        };
+        let takes_window = matches!(rule.kind, RuleKind::WindowSum { .. });
+        let truth = TruthQuery::new(&rule.truth, shape, takes_window);
+        LoadedRule { rule, truth }
+    }
+}
+
+/// The rules in force, in file order, and where they came from.
+#[derive(Default)]
+pub struct LoadedRules {
+    pub file: String,
+    pub rules: Vec<Arc<LoadedRule>>,
+    /// Why the last load failed, while no rules are loaded because of it.
+    pub error: Option<String>,
+}
+
+impl LoadedRules {
+    pub fn get(&self, name: &str) -> Option<&Arc<LoadedRule>> {
+        self.rules.iter().find(|r| r.rule.name == name)
+    }
+
+    pub fn names(&self) -> String {
+        self.rules
+            .iter()
+            .map(|r| r.rule.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+static RULES: RwLock<Option<Arc<LoadedRules>>> = RwLock::new(None);
+
+pub fn rules() -> Arc<LoadedRules> {
+    RULES.read().unwrap().clone().unwrap_or_default()
+}
+
+/// Loads `path` and puts its rules in force; on error the old rules stay.
+pub fn load_rules(path: &str) -> Result<usize, RulesError> {
+    let set = if path.is_empty() {
+        RuleSet::default()
+    } else {
+        RuleSet::load_file(path)?
+    };
+    let loaded = LoadedRules {
+        file: path.to_string(),
+        rules: set
+            .rules()
+            .iter()
+            .cloned()
+            .map(|r| Arc::new(LoadedRule::new(r)))
+            .collect(),
+        error: None,
+    };
+    let count = loaded.rules.len();
+    *RULES.write().unwrap() = Some(Arc::new(loaded));
+    Ok(count)
+}
+
+/// At startup a bad file must not stop Redis: no rules, and the reason kept for CHECK.
+pub fn load_rules_at_start(path: &str) {
+    match load_rules(path) {
+        Ok(n) => log::info!("consistency: loaded {n} rules from '{path}'"),
+        Err(e) => {
+            log::warn!("consistency: no rules loaded: {e}");
+            *RULES.write().unwrap() = Some(Arc::new(LoadedRules {
+                file: path.to_string(),
+                rules: Vec::new(),
+                error: Some(e.to_string()),
+            }));
+        }
+    }
+}
+
+/// The PostgreSQL side, rebuilt when pg-url or the connect timeout change.
+static POOL: RwLock<Option<Result<Arc<PgPool>, BridgeError>>> = RwLock::new(None);
+
+pub fn pg_settings() -> Result<PgSettings, BridgeError> {
+    let file = config::pg_password_file();
+    let password = if !file.is_empty() {
+        Some(read_password_file(&file)?)
+    } else {
+        std::env::var("PGPASSWORD").ok()
+    };
+    Ok(PgSettings {
+        url: config::pg_url(),
+        password,
+        connect_timeout: config::connect_timeout(),
+        statement_timeout: config::statement_timeout(),
+        pool_size: config::pool_size().max(1),
+    })
+}
+
+pub fn rebuild_pool() {
+    let pool = pg_settings().and_then(|s| PgPool::new(&s)).map(Arc::new);
+    if let Err(e) = &pool {
+        log::warn!("consistency: {e}");
+    }
+    *POOL.write().unwrap() = Some(pool);
+}
+
+pub fn pool() -> Result<Arc<PgPool>, BridgeError> {
+    if POOL.read().unwrap().is_none() {
+        rebuild_pool();
+    }
+    POOL.read().unwrap().clone().unwrap()
+}
+
+/// The two worker lanes: PostgreSQL jobs never queue keyspace-only work.
+pub struct Lanes {
+    pub truth: Lane,
+    pub keyspace: Lane,
+}
+
+static LANES: OnceLock<Lanes> = OnceLock::new();
+
+pub fn lanes() -> &'static Lanes {
+    LANES.get_or_init(|| Lanes {
+        truth: Lane::start("truth", config::workers().max(1), config::max_queue()),
+        keyspace: Lane::start("keyspace", 1, config::max_queue()),
+    })
+}
+
+pub fn stop_lanes() {
+    if let Some(l) = LANES.get() {
+        l.truth.shutdown(Duration::from_secs(2));
+        l.keyspace.shutdown(Duration::from_secs(2));
+    }
+}
