@@ -24,7 +24,7 @@ use crate::respond;
 
 /// The pause between two GIL holds: long enough for the main thread to run its
 /// event loop, short enough that a 1M-key scan is not slowed much.
-const SLICE_PAUSE: Duration = Duration::from_micros(100);
+pub const SLICE_PAUSE: Duration = Duration::from_micros(100);
 
 /// A client blocked on a job, with a deadline.
 pub struct BlockedJob {
@@ -80,16 +80,7 @@ impl BlockedJob {
 
 impl GilAccess for BlockedJob {
     fn with_gil<R>(&self, f: impl FnOnce(&Context) -> R) -> R {
-        unsafe { raw::RedisModule_ThreadSafeContextLock.unwrap()(self.tsc) };
-        // Unlock even if `f` panics, so Redis is never left locked.
-        struct Unlock(*mut raw::RedisModuleCtx);
-        impl Drop for Unlock {
-            fn drop(&mut self) {
-                unsafe { raw::RedisModule_ThreadSafeContextUnlock.unwrap()(self.0) };
-            }
-        }
-        let _unlock = Unlock(self.tsc);
-        f(&Context::new(self.tsc))
+        unsafe { with_locked(self.tsc, f) }
     }
 
     fn between_slices(&self) -> Result<(), Expired> {
@@ -115,6 +106,23 @@ impl Drop for BlockedJob {
             raw::RedisModule_UnblockClient.unwrap()(self.client, ptr::null_mut());
         }
     }
+}
+
+/// Runs `f` with the GIL held through the thread-safe context `tsc`, unlocking
+/// even if `f` panics, so Redis is never left locked.
+///
+/// # Safety
+/// `tsc` must be a live thread-safe context (from `RedisModule_GetThreadSafeContext`).
+pub unsafe fn with_locked<R>(tsc: *mut raw::RedisModuleCtx, f: impl FnOnce(&Context) -> R) -> R {
+    struct Unlock(*mut raw::RedisModuleCtx);
+    impl Drop for Unlock {
+        fn drop(&mut self) {
+            unsafe { raw::RedisModule_ThreadSafeContextUnlock.unwrap()(self.0) };
+        }
+    }
+    unsafe { raw::RedisModule_ThreadSafeContextLock.unwrap()(tsc) };
+    let _unlock = Unlock(tsc);
+    f(&Context::new(tsc))
 }
 
 /// Text of a caught panic.
@@ -144,7 +152,11 @@ pub fn run_on_lane(
         let reply = if job.expired() {
             Reply::err("timeout: the job waited in the queue past consistency.job-timeout-ms")
         } else {
-            catch_unwind(AssertUnwindSafe(|| work(&job))).unwrap_or_else(|payload| {
+            catch_unwind(AssertUnwindSafe(|| {
+                crate::test_hooks::before_job();
+                work(&job)
+            }))
+            .unwrap_or_else(|payload| {
                 let message = panic_message(payload.as_ref());
                 log::warn!("consistency: a job panicked: {message}");
                 Reply::err(format!("internal error: {message}"))

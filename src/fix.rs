@@ -510,6 +510,7 @@ pub fn fix_all<A: GilAccess>(
         });
         item_of_entry.push(Some(index));
     }
+    crate::test_hooks::before_repair();
     let actions = apply_repairs(access, &items, plan.now, dry_run, plan.scan_batch)?;
     notify_presence(access, &plan.rules, &report.entries)?;
     let action_of: HashMap<*const DriftEntry, FixAction> = report

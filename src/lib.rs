@@ -20,10 +20,12 @@ pub mod reply;
 pub mod report;
 pub mod respond;
 pub mod rules;
+pub mod schedule;
 pub mod state;
 pub mod stats;
 pub mod sync_run;
 pub mod template;
+pub mod test_hooks;
 pub mod writes;
 
 use std::os::raw::c_int;
@@ -37,6 +39,8 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     state::load_rules_at_start(&config::rules_file());
     state::rebuild_pool();
     let _ = state::lanes();
+    test_hooks::register(ctx);
+    schedule::start(ctx);
     unsafe { raw::RedisModule_RegisterInfoFunc.unwrap()(ctx.ctx, Some(info)) };
     config::INITIALISED.store(true, Ordering::Release);
     Status::Ok

@@ -81,6 +81,9 @@ fn schedule_reply() -> Reply {
     Reply::Map(vec![
         ("interval_sec", Reply::Int(interval as i64)),
         ("autofix", Reply::Bool(config::autofix())),
-        ("next_in_sec", Reply::Null),
+        (
+            "next_in_sec",
+            crate::schedule::next_in_sec().map_or(Reply::Null, |s| Reply::Int(s as i64)),
+        ),
     ])
 }
