@@ -177,8 +177,9 @@ pub fn compare_key(
     if rule.require_ttl && !cached.has_ttl {
         found.push(entry(Status::NoTtl, cached.display(), truth_text, None));
     }
-    if std::str::from_utf8(id).is_err() || id.contains(&0) {
-        // Such an id is never sent to PostgreSQL: the key cannot be checked.
+    // An id the truth knows is text; any other id must be, or it was never sent
+    // to PostgreSQL and the key cannot be checked.
+    if truth == Truth::Unknown && (std::str::from_utf8(id).is_err() || id.contains(&0)) {
         found.insert(0, entry(Status::Invalid, cached.display(), None, None));
         return found;
     }

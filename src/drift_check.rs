@@ -2,14 +2,16 @@
 //! comparison, then verification rounds that re-query and re-read only what
 //! drifted, so writes in flight raise no false alarm.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use crate::fast_hash::{FastMap, FastSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use consistency_bridge::{BridgeError, PgPool, TruthRow};
 
 use crate::compare::{compare_key, CachedKey, DriftEntry, Tolerance, Truth};
-use crate::keyspace::{read_key, Expired, GilAccess, KeyScan};
+use crate::keyspace::{read_many, Expired, GilAccess, KeyScan};
 use crate::report::{CheckReport, RuleTally};
 use crate::rules::RuleKind;
 use crate::state::LoadedRule;
@@ -132,12 +134,15 @@ impl std::fmt::Display for CheckError {
 }
 
 /// The truth of one rule, by id.
-type TruthMap = HashMap<String, Option<String>>;
+/// Keyed by the id's bytes, so cache ids look up without a UTF-8 check.
+type TruthMap = FastMap<Vec<u8>, Option<String>>;
 /// The cache of one rule, by id.
-type CacheMap = HashMap<Vec<u8>, (Vec<u8>, CachedKey)>;
+type CacheMap = FastMap<Vec<u8>, (Vec<u8>, CachedKey)>;
 
 fn to_map(rows: Vec<TruthRow>) -> TruthMap {
-    rows.into_iter().map(|r| (r.id, r.value)).collect()
+    rows.into_iter()
+        .map(|r| (r.id.into_bytes(), r.value))
+        .collect()
 }
 
 /// The instant a window_sum rule's window starts, shared by SQL and ZSET.
@@ -248,29 +253,43 @@ impl<A: GilAccess, T: TruthSource> Run<'_, A, T> {
 
         let mut entries = Vec::new();
         let mut tallies = Vec::new();
-        let mut ids: HashSet<&[u8]> = HashSet::new();
+        // Distinct ids across rules; with one rule they are counted, not collected.
+        let single = rules.len() == 1;
+        let mut ids: FastSet<&[u8]> = FastSet::default();
+        let mut distinct = 0u64;
         for ((rule, truth), cache) in rules.iter().zip(&truths).zip(&caches) {
             let tolerance = self.tolerance(rule);
             let mut checked = cache.len() as u64;
+            let mut known_in_cache = 0u64;
             for (id, (key, cached)) in cache {
                 let t = lookup(truth, id);
+                known_in_cache += u64::from(t != Truth::Unknown);
                 entries.extend(compare_key(&rule.rule, tolerance, id, key, cached, t));
-                ids.insert(id);
+                if !single {
+                    ids.insert(id);
+                }
             }
-            for id in truth.keys() {
-                ids.insert(id.as_bytes());
-                if !cache.contains_key(id.as_bytes()) && reports_missing(rule) {
-                    checked += 1;
-                    let key = rule.rule.key.key_for(id.as_bytes());
-                    let t = lookup(truth, id.as_bytes());
-                    entries.extend(compare_key(
-                        &rule.rule,
-                        tolerance,
-                        id.as_bytes(),
-                        &key,
-                        &CachedKey::ABSENT,
-                        t,
-                    ));
+            distinct += cache.len() as u64 + truth.len() as u64 - known_in_cache;
+            let missing = reports_missing(rule);
+            if missing || !single {
+                for (id, value) in truth {
+                    let id = id.as_slice();
+                    if !single {
+                        ids.insert(id);
+                    }
+                    if missing && !cache.contains_key(id) {
+                        checked += 1;
+                        let key = rule.rule.key.key_for(id);
+                        let t = Truth::Known(value.as_deref());
+                        entries.extend(compare_key(
+                            &rule.rule,
+                            tolerance,
+                            id,
+                            &key,
+                            &CachedKey::ABSENT,
+                            t,
+                        ));
+                    }
                 }
             }
             tallies.push(RuleTally {
@@ -279,7 +298,9 @@ impl<A: GilAccess, T: TruthSource> Run<'_, A, T> {
                 drifted: 0,
             });
         }
-        let distinct = ids.len() as u64;
+        if !single {
+            distinct = ids.len() as u64;
+        }
         Ok((entries, tallies, distinct))
     }
 
@@ -353,7 +374,7 @@ impl<A: GilAccess, T: TruthSource> Run<'_, A, T> {
                 .collect();
             let started = Instant::now();
             let truth = if text_ids.is_empty() {
-                TruthMap::new()
+                TruthMap::default()
             } else {
                 to_map(self.truth.ids(rule, &text_ids, window)?)
             };
@@ -385,7 +406,7 @@ fn reports_missing(rule: &LoadedRule) -> bool {
 }
 
 fn lookup<'t>(truth: &'t TruthMap, id: &[u8]) -> Truth<'t> {
-    match std::str::from_utf8(id).ok().and_then(|id| truth.get(id)) {
+    match truth.get(id) {
         Some(value) => Truth::Known(value.as_deref()),
         None => Truth::Unknown,
     }
@@ -400,7 +421,7 @@ fn scan_caches<A: GilAccess>(
     batch: usize,
 ) -> Result<Vec<CacheMap>, Expired> {
     let window_ms: Vec<f64> = windows.iter().map(|w| epoch_ms(*w)).collect();
-    let mut caches: Vec<CacheMap> = rules.iter().map(|_| CacheMap::new()).collect();
+    let mut caches: Vec<CacheMap> = rules.iter().map(|_| CacheMap::default()).collect();
     let mut scan = KeyScan::new();
     let mut matched: Vec<(usize, Vec<u8>, usize)> = Vec::with_capacity(batch);
     while !scan.is_done() {
@@ -415,13 +436,24 @@ fn scan_caches<A: GilAccess>(
                     }
                 }
             });
-            for (i, name, id_len) in matched.drain(..) {
-                let rule = &rules[i];
-                let cached = read_key(ctx, &name, &rule.rule.kind, window_ms[i]);
-                if cached.is_present() {
-                    let start = rule.rule.key.prefix().len();
-                    let id = name[start..start + id_len].to_vec();
-                    caches[i].insert(id, (name, cached));
+            // Read each rule's matches together (one MGET for number rules).
+            for (i, rule) in rules.iter().enumerate() {
+                let names: Vec<&[u8]> = matched
+                    .iter()
+                    .filter(|(r, _, _)| *r == i)
+                    .map(|(_, name, _)| name.as_slice())
+                    .collect();
+                if names.is_empty() {
+                    continue;
+                }
+                let values = read_many(ctx, &names, &rule.rule.kind, window_ms[i]);
+                let start = rule.rule.key.prefix().len();
+                let slots = matched.iter().filter(|(r, _, _)| *r == i);
+                for ((_, name, id_len), cached) in slots.zip(values) {
+                    if cached.is_present() {
+                        let id = name[start..start + id_len].to_vec();
+                        caches[i].insert(id, (name.clone(), cached));
+                    }
                 }
             }
         });
@@ -445,13 +477,8 @@ pub fn read_keys<A: GilAccess>(
         if n > 0 {
             access.between_slices()?;
         }
-        access.with_gil(|ctx| {
-            out.extend(
-                chunk
-                    .iter()
-                    .map(|k| read_key(ctx, k, kind, window_start_ms)),
-            );
-        });
+        let names: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+        access.with_gil(|ctx| out.extend(read_many(ctx, &names, kind, window_start_ms)));
     }
     Ok(out)
 }

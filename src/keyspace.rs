@@ -184,8 +184,8 @@ impl Recency {
     }
 }
 
-fn type_name(t: c_int) -> &'static str {
-    match t as isize {
+fn type_name(t: isize) -> &'static str {
+    match t {
         raw::REDISMODULE_KEYTYPE_STRING => "string",
         raw::REDISMODULE_KEYTYPE_LIST => "list",
         raw::REDISMODULE_KEYTYPE_HASH => "hash",
@@ -196,34 +196,156 @@ fn type_name(t: c_int) -> &'static str {
     }
 }
 
-/// Reads the key `name` as a rule of `kind` sees it. `window_start_ms` cuts
-/// window_sum ZSETs (scores are epoch ms). The caller holds the GIL.
-pub fn read_key(ctx: &Context, name: &[u8], kind: &RuleKind, window_start_ms: f64) -> CachedKey {
-    let keyname = OwnedName::new(ctx, name);
+/// Reads many keys of one rule kind in one GIL hold. Number rules read their
+/// strings with one MGET for the whole batch: a call per key would cost more than
+/// everything else a check does.
+pub fn read_many(
+    ctx: &Context,
+    names: &[&[u8]],
+    kind: &RuleKind,
+    window_start_ms: f64,
+) -> Vec<CachedKey> {
+    if *kind != RuleKind::Number {
+        return names
+            .iter()
+            .map(|n| read_key(ctx, n, kind, window_start_ms))
+            .collect();
+    }
+    // First pass: existence, type, TTL and recency, without reading values.
+    let mut out = Vec::with_capacity(names.len());
+    let mut strings: Vec<(usize, OwnedName, Recency)> = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let keyname = OwnedName::new(ctx, name);
+        let probe = probe_key(ctx, &keyname);
+        match probe {
+            Probe::Absent => out.push(CachedKey::ABSENT),
+            Probe::Found {
+                key,
+                key_type,
+                has_ttl,
+            } if key_type == raw::REDISMODULE_KEYTYPE_STRING => {
+                strings.push((i, keyname, Recency::save(key.0)));
+                out.push(CachedKey {
+                    value: CachedValue::Absent,
+                    has_ttl,
+                });
+            }
+            Probe::Found {
+                key_type, has_ttl, ..
+            } => out.push(CachedKey {
+                value: CachedValue::WrongType(type_name(key_type)),
+                has_ttl,
+            }),
+        }
+    }
+    if strings.is_empty() {
+        return out;
+    }
+    // One MGET for every string, then the recency each key had before it.
+    let mut argv: Vec<*mut raw::RedisModuleString> =
+        strings.iter().map(|(_, n, _)| n.inner).collect();
+    let values = unsafe {
+        let reply = raw::RedisModule_Call.unwrap()(
+            ctx.ctx,
+            c"MGET".as_ptr(),
+            c"v".as_ptr(),
+            argv.as_mut_ptr(),
+            argv.len(),
+        );
+        let values = call_reply_strings(reply, argv.len());
+        if !reply.is_null() {
+            raw::RedisModule_FreeCallReply.unwrap()(reply);
+        }
+        values
+    };
+    for ((i, name, recency), value) in strings.iter().zip(values) {
+        if let Probe::Found { key, .. } = probe_key(ctx, name) {
+            recency.restore(key.0);
+        }
+        out[*i].value = value.map_or(CachedValue::Absent, CachedValue::Text);
+    }
+    out
+}
+
+/// The string elements of an array reply (None for nil or any other type).
+unsafe fn call_reply_strings(
+    reply: *mut raw::RedisModuleCallReply,
+    expected: usize,
+) -> Vec<Option<Vec<u8>>> {
+    let mut values = vec![None; expected];
+    if reply.is_null()
+        || raw::RedisModule_CallReplyType.unwrap()(reply) != raw::REDISMODULE_REPLY_ARRAY as c_int
+    {
+        return values;
+    }
+    let len = raw::RedisModule_CallReplyLength.unwrap()(reply).min(expected);
+    for (i, slot) in values.iter_mut().enumerate().take(len) {
+        let element = raw::RedisModule_CallReplyArrayElement.unwrap()(reply, i);
+        if !element.is_null()
+            && raw::RedisModule_CallReplyType.unwrap()(element)
+                == raw::REDISMODULE_REPLY_STRING as c_int
+        {
+            let mut n = 0;
+            let p = raw::RedisModule_CallReplyStringPtr.unwrap()(element, &mut n);
+            *slot = Some(std::slice::from_raw_parts(p.cast::<u8>(), n).to_vec());
+        }
+    }
+    values
+}
+
+/// A key looked up without reading its value.
+enum Probe {
+    Absent,
+    Found {
+        key: OpenKey,
+        key_type: isize,
+        has_ttl: bool,
+    },
+}
+
+fn probe_key(ctx: &Context, keyname: &OwnedName) -> Probe {
     let mode = (raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH) as c_int;
     let key = OpenKey(unsafe { raw::RedisModule_OpenKey.unwrap()(ctx.ctx, keyname.inner, mode) });
     if key.0.is_null() {
-        return CachedKey::ABSENT;
+        return Probe::Absent;
     }
-    let key_type = unsafe { raw::RedisModule_KeyType.unwrap()(key.0) };
-    if key_type as isize == raw::REDISMODULE_KEYTYPE_EMPTY {
-        return CachedKey::ABSENT;
+    let key_type = unsafe { raw::RedisModule_KeyType.unwrap()(key.0) } as isize;
+    if key_type == raw::REDISMODULE_KEYTYPE_EMPTY {
+        return Probe::Absent;
     }
     let expire = unsafe { raw::RedisModule_GetExpire.unwrap()(key.0) };
     if expire == 0 {
         // Expires this very millisecond: as good as gone.
-        return CachedKey::ABSENT;
+        return Probe::Absent;
     }
-    let has_ttl = expire > 0;
+    Probe::Found {
+        key,
+        key_type,
+        has_ttl: expire > 0,
+    }
+}
+
+/// Reads the key `name` as a rule of `kind` sees it. `window_start_ms` cuts
+/// window_sum ZSETs (scores are epoch ms). The caller holds the GIL.
+pub fn read_key(ctx: &Context, name: &[u8], kind: &RuleKind, window_start_ms: f64) -> CachedKey {
+    let keyname = OwnedName::new(ctx, name);
+    let Probe::Found {
+        key,
+        key_type,
+        has_ttl,
+    } = probe_key(ctx, &keyname)
+    else {
+        return CachedKey::ABSENT;
+    };
     let value = match kind {
         RuleKind::Presence => CachedValue::Present,
-        RuleKind::Number if key_type as isize == raw::REDISMODULE_KEYTYPE_STRING => {
+        RuleKind::Number if key_type == raw::REDISMODULE_KEYTYPE_STRING => {
             read_string(ctx, &key, &keyname)
         }
-        RuleKind::HashField { field } if key_type as isize == raw::REDISMODULE_KEYTYPE_HASH => {
+        RuleKind::HashField { field } if key_type == raw::REDISMODULE_KEYTYPE_HASH => {
             read_hash_field(ctx, &key, field)
         }
-        RuleKind::WindowSum { .. } if key_type as isize == raw::REDISMODULE_KEYTYPE_ZSET => {
+        RuleKind::WindowSum { .. } if key_type == raw::REDISMODULE_KEYTYPE_ZSET => {
             sum_window(ctx, &key, window_start_ms)
         }
         _ => CachedValue::WrongType(type_name(key_type)),

@@ -12,6 +12,7 @@ pub mod compare;
 pub mod config;
 pub mod drift_check;
 pub mod error;
+pub mod fast_hash;
 pub mod fix;
 pub mod glob;
 pub mod keyspace;
