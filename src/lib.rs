@@ -7,6 +7,8 @@
 
 pub mod args;
 pub mod blocking;
+pub mod cluster;
+pub mod cluster_view;
 pub mod commands;
 pub mod compare;
 pub mod config;

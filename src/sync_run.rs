@@ -22,8 +22,10 @@ pub struct DirectTruth {
 
 impl DirectTruth {
     pub fn connect() -> Result<DirectTruth, CommandError> {
-        let settings = state::pg_settings()?;
+        let mut settings = state::pg_settings()?;
         let timeout = config::sync_timeout();
+        // The main thread waits on this connection: bound it by the sync timeout too.
+        settings.connect_timeout = settings.connect_timeout.min(timeout);
         let started = Instant::now();
         let client = connect_direct(&settings, timeout);
         record_truth(started, &client);
