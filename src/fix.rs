@@ -6,6 +6,7 @@
 //! database); rewriting needs the truth, so it is refused without it.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -111,10 +112,10 @@ pub fn apply_repairs<A: GilAccess>(
 ) -> Result<Vec<FixAction>, FixError> {
     let mut actions = Vec::with_capacity(items.len());
     let mut changed = 0u64;
-    for (n, chunk) in items.chunks(batch.max(1)).enumerate() {
-        if n > 0 {
-            access.between_slices()?;
-        }
+    for chunk in items.chunks(batch.max(1)) {
+        // Before the first slice too: a job whose client was already answered
+        // with a timeout (FIX ALL after a long check) must not start repairing.
+        access.between_slices()?;
         access.with_gil(|ctx| -> Result<(), FixError> {
             if !dry_run && !writes::is_primary(ctx) {
                 return Err(FixError::NotPrimary { changed });
@@ -184,13 +185,16 @@ fn log_repair(ctx: &Context, item: &RepairItem<'_>, before: &CachedKey, action: 
     let old = before.display().unwrap_or_default();
     let truth = e.truth.clone().unwrap_or_default();
     log::info!(
-        "consistency: {} {} (rule {}, id {}, cached '{}', truth '{}')",
-        action.name(),
-        bytes_as_text(&e.key),
-        e.rule,
-        bytes_as_text(&e.id),
-        old,
-        truth
+        "{}",
+        log_safe(&format!(
+            "consistency: {} {} (rule {}, id {}, cached '{}', truth '{}')",
+            action.name(),
+            bytes_as_text(&e.key),
+            e.rule,
+            bytes_as_text(&e.id),
+            old,
+            truth
+        ))
     );
     writes::audit(
         ctx,
@@ -203,6 +207,21 @@ fn log_repair(ctx: &Context, item: &RepairItem<'_>, before: &CachedKey, action: 
             ("action", action.name().as_bytes()),
         ],
     );
+}
+
+/// Text fit for one log line: control characters are written as `\xNN`. A NUL
+/// would make the logger panic (after the write it reports), a newline would
+/// forge a line; keys and values may hold both.
+pub fn log_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            let _ = write!(out, "\\x{:02x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The value a rewrite writes: the truth as PostgreSQL returned it (NULL is 0).
@@ -349,6 +368,9 @@ pub fn fix_ids<A: GilAccess, T: TruthSource>(
                 (RuleKind::Presence, true, true) => continue, // as it should be
                 (RuleKind::Presence, true, false) if !truth_ok => continue, // cannot tell
                 (_, true, false) if truth_ok => Status::Orphan,
+                // A key of the wrong type cannot be rewritten in place (HSET on a
+                // string fails): it is invalid, and deleted, as FIX ALL does.
+                _ if matches!(cached.value, CachedValue::WrongType(_)) => Status::Invalid,
                 _ => Status::Drift,
             };
             let cached_number = match &cached.value {
@@ -532,4 +554,15 @@ pub fn fix_all<A: GilAccess>(
     fields.push(("changed", Reply::Int(changed as i64)));
     fields.push(("skipped", Reply::Int(skipped as i64)));
     Ok(Reply::Map(fields))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_safe;
+
+    #[test]
+    fn log_lines_escape_control_characters() {
+        assert_eq!(log_safe("user:4:cost"), "user:4:cost");
+        assert_eq!(log_safe("a\0b\nc\u{85}é"), "a\\x00b\\x0ac\\x85é");
+    }
 }

@@ -58,11 +58,16 @@ pub fn run_purge<A: GilAccess>(plan: &PurgePlan, access: &A) -> Result<Reply, Fi
                 }
             });
             matched += found.len();
-            if plan.dry_run || found.is_empty() {
+            if plan.dry_run {
                 return Ok(());
             }
+            // Checked at every hold, matches or not: a PURGE also writes its
+            // audit entry, which a replica must not get either.
             if !writes::is_primary(ctx) {
                 return Err(FixError::NotPrimary { changed: deleted });
+            }
+            if found.is_empty() {
+                return Ok(());
             }
             let keys: Vec<&[u8]> = found.iter().map(Vec::as_slice).collect();
             deleted += writes::unlink(ctx, &keys).map_err(FixError::Write)? as u64;
@@ -76,10 +81,17 @@ pub fn run_purge<A: GilAccess>(plan: &PurgePlan, access: &A) -> Result<Reply, Fi
     let duration_ms = started.elapsed().as_millis() as u64;
     if !plan.dry_run {
         log::info!(
-            "consistency: PURGE {} deleted {deleted} of {matched} matching keys in {duration_ms} ms",
-            plan.target.describe()
+            "{}",
+            crate::fix::log_safe(&format!(
+                "consistency: PURGE {} deleted {deleted} of {matched} matching keys in {duration_ms} ms",
+                plan.target.describe()
+            ))
         );
         access.with_gil(|ctx| {
+            // A failover after the last slice: the summary is not written either.
+            if !writes::is_primary(ctx) {
+                return;
+            }
             writes::audit(
                 ctx,
                 &[

@@ -38,12 +38,9 @@ pub fn purge(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             scan_batch: config::scan_batch(),
         };
         if cannot_block(ctx) {
-            // Bounded by LIMIT: without one, a purge is as large as the keyspace.
-            ensure_small(
-                ctx,
-                plan.limit.map_or(usize::MAX, |l| l.max(1)),
-                "CONSISTENCY.PURGE",
-            )?;
+            // Bounded by LIMIT: without one, a purge is as large as the keyspace
+            // (0 asks for the whole-keyspace refusal, which names DBSIZE).
+            ensure_small(ctx, plan.limit.map_or(0, |l| l.max(1)), "CONSISTENCY.PURGE")?;
             let reply = run_purge(&plan, &MainThread(ctx))
                 .map_err(|e| CommandError::Repair(e.to_string()))?;
             return Ok(Outcome::Reply(reply));
