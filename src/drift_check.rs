@@ -309,7 +309,7 @@ impl<A: GilAccess, T: TruthSource> Run<'_, A, T> {
         let targets: Vec<(usize, Vec<Vec<u8>>)> = (0..self.plan.rules.len())
             .map(|i| (i, self.plan.ids.clone()))
             .collect();
-        let (entries, checked) = self.check_ids(&targets, true)?;
+        let (entries, checked) = self.check_ids(&targets, true, false)?;
         let tallies = self
             .plan
             .rules
@@ -341,7 +341,7 @@ impl<A: GilAccess, T: TruthSource> Run<'_, A, T> {
                 targets.push((i, ids));
             }
         }
-        let (entries, _) = self.check_ids(&targets, false)?;
+        let (entries, _) = self.check_ids(&targets, false, true)?;
         // A finding that was not there before is not verified: keep what persists.
         let before: HashSet<(&str, &[u8], _)> = found
             .iter()
@@ -355,10 +355,17 @@ impl<A: GilAccess, T: TruthSource> Run<'_, A, T> {
 
     /// Compares the keys of the given ids per rule (by rule index). Returns the
     /// findings and, when `count` is set, the keys compared per selected rule.
+    ///
+    /// With `bracket` (verification rounds), each key is read both before and
+    /// after the truth is queried, and a finding stands only if the read before
+    /// shows it too (drift on the same side). A key written while the query runs
+    /// is behind the truth on one read and ahead of it on the other, so writes
+    /// in flight raise no false alarm however long the query takes.
     fn check_ids(
         &mut self,
         targets: &[(usize, Vec<Vec<u8>>)],
         count: bool,
+        bracket: bool,
     ) -> Result<(Vec<DriftEntry>, Vec<u64>), CheckError> {
         let now = self.plan.now;
         let mut entries = Vec::new();
@@ -372,6 +379,21 @@ impl<A: GilAccess, T: TruthSource> Run<'_, A, T> {
                 .filter(|id| !id.contains('\0'))
                 .map(str::to_string)
                 .collect();
+            let keys: Vec<Vec<u8>> = ids.iter().map(|id| rule.rule.key.key_for(id)).collect();
+            let read = |access: &A| {
+                read_keys(
+                    access,
+                    &keys,
+                    &rule.rule.kind,
+                    epoch_ms(window),
+                    self.plan.scan_batch,
+                )
+            };
+            let earlier = if bracket {
+                Some(read(self.access)?)
+            } else {
+                None
+            };
             let started = Instant::now();
             let truth = if text_ids.is_empty() {
                 TruthMap::default()
@@ -379,25 +401,36 @@ impl<A: GilAccess, T: TruthSource> Run<'_, A, T> {
                 to_map(self.truth.ids(rule, &text_ids, window)?)
             };
             self.truth_time += started.elapsed();
-            let keys: Vec<Vec<u8>> = ids.iter().map(|id| rule.rule.key.key_for(id)).collect();
-            let cached = read_keys(
-                self.access,
-                &keys,
-                &rule.rule.kind,
-                epoch_ms(window),
-                self.plan.scan_batch,
-            )?;
+            let cached = read(self.access)?;
             let tolerance = self.tolerance(rule);
-            for ((id, key), cached) in ids.iter().zip(&keys).zip(&cached) {
+            for (n, ((id, key), cached)) in ids.iter().zip(&keys).zip(&cached).enumerate() {
                 let t = lookup(&truth, id);
                 if count && (cached.is_present() || (reports_missing(rule) && t != Truth::Unknown))
                 {
                     checked[*i] += 1;
                 }
-                entries.extend(compare_key(&rule.rule, tolerance, id, key, cached, t));
+                let mut found = compare_key(&rule.rule, tolerance, id, key, cached, t);
+                if let Some(earlier) = &earlier {
+                    let before = compare_key(&rule.rule, tolerance, id, key, &earlier[n], t);
+                    found.retain(|e| {
+                        before
+                            .iter()
+                            .any(|b| b.status == e.status && same_side(b.diff, e.diff))
+                    });
+                }
+                entries.extend(found);
             }
         }
         Ok((entries, checked))
+    }
+}
+
+/// Whether two findings' diffs (if any) lie on the same side of the truth.
+fn same_side(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(x), Some(y)) => (x > 0.0) == (y > 0.0),
+        (None, None) => true,
+        _ => false,
     }
 }
 

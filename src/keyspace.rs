@@ -157,12 +157,16 @@ enum Recency {
 
 impl Recency {
     fn save(key: *mut raw::RedisModuleKey) -> Recency {
+        // Under an LFU policy GetLRU succeeds with -1 (and GetLFU likewise under
+        // LRU): a negative value means the key keeps the other kind of recency.
         let mut v = 0;
         if unsafe { raw::RedisModule_GetLRU.unwrap()(key, &mut v) } == raw::REDISMODULE_OK as c_int
+            && v >= 0
         {
             return Recency::Lru(v);
         }
         if unsafe { raw::RedisModule_GetLFU.unwrap()(key, &mut v) } == raw::REDISMODULE_OK as c_int
+            && v >= 0
         {
             return Recency::Lfu(v);
         }
