@@ -10,6 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use consistency_bridge::{BridgeError, PgPool, TruthRow};
 
+use crate::cluster::SlotSet;
+use crate::cluster_view;
 use crate::compare::{compare_key, CachedKey, DriftEntry, Tolerance, Truth};
 use crate::keyspace::{read_many, Expired, GilAccess, KeyScan};
 use crate::report::{CheckReport, RuleTally};
@@ -167,6 +169,8 @@ struct Run<'a, A: GilAccess, T: TruthSource> {
     access: &'a A,
     truth: &'a mut T,
     truth_time: Duration,
+    /// The slots this node serves (all, outside a cluster), read at the start.
+    slots: Arc<SlotSet>,
 }
 
 /// Runs the whole check: round one, then verification rounds.
@@ -176,11 +180,13 @@ pub fn run_check<A: GilAccess, T: TruthSource>(
     truth: &mut T,
 ) -> Result<CheckReport, CheckError> {
     let started = Instant::now();
+    let slots = access.with_gil(cluster_view::refresh);
     let mut run = Run {
         plan,
         access,
         truth,
         truth_time: Duration::ZERO,
+        slots,
     };
     let (mut entries, by_rule, ids) = if plan.ids.is_empty() {
         run.scan_round()?
@@ -248,8 +254,14 @@ impl<A: GilAccess, T: TruthSource> Run<'_, A, T> {
             (truths, caches, elapsed)
         });
         self.truth_time += truth_time;
-        let truths = truths?;
+        let mut truths = truths?;
         let caches = caches?;
+        if !self.slots.is_all() {
+            // In a cluster, ids whose key lives on another shard are that shard's.
+            for (rule, truth) in rules.iter().zip(&mut truths) {
+                truth.retain(|id, _| self.slots.owns_key(&rule.rule.key.key_for(id)));
+            }
+        }
 
         let mut entries = Vec::new();
         let mut tallies = Vec::new();
@@ -372,6 +384,18 @@ impl<A: GilAccess, T: TruthSource> Run<'_, A, T> {
         let mut checked = vec![0; self.plan.rules.len()];
         for (i, ids) in targets {
             let rule = &self.plan.rules[*i];
+            // Keys of slots another shard serves are not ours to check.
+            let local_ids;
+            let ids = if self.slots.is_all() {
+                ids
+            } else {
+                local_ids = ids
+                    .iter()
+                    .filter(|id| self.slots.owns_key(&rule.rule.key.key_for(id)))
+                    .cloned()
+                    .collect::<Vec<_>>();
+                &local_ids
+            };
             let window = window_start(rule, now);
             let text_ids: Vec<String> = ids
                 .iter()

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use consistency_bridge::BridgeError;
 use redis_module::Context;
 
+use crate::cluster_view;
 use crate::compare::{parse_number, CachedKey, CachedValue, DriftEntry, Status};
 use crate::drift_check::{epoch_ms, window_start, TruthSource};
 use crate::keyspace::{read_key, Expired, GilAccess};
@@ -99,6 +100,8 @@ pub struct RepairItem<'a> {
     pub entry: &'a DriftEntry,
     pub expect: Option<&'a CachedValue>,
     pub rewrite_to: Option<Vec<u8>>,
+    /// False for a key of a slot this node does not serve (cluster): never touched.
+    pub local: bool,
 }
 
 /// Runs repairs in slices, comparing each key with what it must still hold.
@@ -138,6 +141,9 @@ fn repair_one(
     now: SystemTime,
     dry_run: bool,
 ) -> Result<FixAction, FixError> {
+    if !item.local {
+        return Ok(FixAction::SkippedNotLocal);
+    }
     let rule = &item.rule.rule;
     let key = &item.entry.key;
     let window = epoch_ms(window_start(item.rule, now));
@@ -343,9 +349,11 @@ pub fn fix_ids<A: GilAccess, T: TruthSource>(
         return Err(FixIdsError::RewriteNeedsTruth(e.clone()));
     }
     let truth_ok = truth_error.is_none();
+    let slots = access.with_gil(cluster_view::refresh);
 
     // What each key holds now, for the report and to tell orphans from the rest.
-    let mut entries: Vec<(usize, DriftEntry)> = Vec::new();
+    // Keys of slots this node does not serve are listed as not local, untouched.
+    let mut entries: Vec<(usize, DriftEntry, bool)> = Vec::new();
     for (i, rule) in plan.rules.iter().enumerate() {
         let keys: Vec<Vec<u8>> = plan
             .ids
@@ -362,6 +370,20 @@ pub fn fix_ids<A: GilAccess, T: TruthSource>(
                 .and_then(|id| truths[i].get(id));
             let known = truth_text.is_some();
             let truth_value = truth_text.cloned().flatten();
+            if !slots.owns_key(&key) {
+                let entry = DriftEntry {
+                    rule: rule.rule.name.clone(),
+                    id: id.clone(),
+                    key,
+                    status: Status::Drift,
+                    cached: None,
+                    truth: truth_value,
+                    diff: None,
+                    seen: CachedValue::Absent,
+                };
+                entries.push((i, entry, false));
+                continue;
+            }
             let status = match (&rule.rule.kind, cached.is_present(), known) {
                 (_, false, true) => Status::Missing,
                 (_, false, false) => Status::Drift, // absent and unknown: shown as absent
@@ -401,13 +423,14 @@ pub fn fix_ids<A: GilAccess, T: TruthSource>(
                     diff,
                     seen: cached.value,
                 },
+                true,
             ));
         }
     }
 
     let items: Vec<RepairItem<'_>> = entries
         .iter()
-        .map(|(i, e)| {
+        .map(|(i, e, local)| {
             let rule = &plan.rules[*i];
             let rewrite = plan_repair(rule, e, plan.rewrite, truth_ok) == Some(true)
                 && e.status != Status::Orphan;
@@ -416,6 +439,7 @@ pub fn fix_ids<A: GilAccess, T: TruthSource>(
                 entry: e,
                 expect: None,
                 rewrite_to: rewrite.then(|| rewrite_value(e)),
+                local: *local,
             }
         })
         .collect();
@@ -423,8 +447,8 @@ pub fn fix_ids<A: GilAccess, T: TruthSource>(
         .map_err(FixIdsError::Fix)?;
     let missing: Vec<DriftEntry> = entries
         .iter()
-        .filter(|(_, e)| e.status == Status::Missing)
-        .map(|(_, e)| e.clone())
+        .filter(|(_, e, local)| *local && e.status == Status::Missing)
+        .map(|(_, e, _)| e.clone())
         .collect();
     notify_presence(access, &plan.rules, &missing)
         .map_err(|_| FixIdsError::Fix(FixError::Expired))?;
@@ -445,7 +469,7 @@ pub fn fix_ids<A: GilAccess, T: TruthSource>(
                 entries
                     .iter()
                     .zip(&actions)
-                    .map(|((_, e), a)| fix_entry_reply(e, *a))
+                    .map(|((_, e, _), a)| fix_entry_reply(e, *a))
                     .collect(),
             ),
         ),
@@ -527,6 +551,7 @@ pub fn fix_all<A: GilAccess>(
                 entry: e,
                 expect: Some(&e.seen),
                 rewrite_to: rw.then(|| rewrite_value(e)),
+                local: true,
             });
             items.len() - 1
         });
@@ -546,7 +571,9 @@ pub fn fix_all<A: GilAccess>(
             )
         })
         .collect();
-    let (changed, skipped) = tally(&actions);
+    let (changed, repairs_skipped) = tally(&actions);
+    // Missing keys get no repair: they are left alone, as absent.
+    let skipped = repairs_skipped + item_of_entry.iter().filter(|i| i.is_none()).count();
     let mut fields = report.fields(limit, &|e| {
         action_of.get(&(e as *const DriftEntry)).map(|a| a.name())
     });

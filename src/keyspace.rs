@@ -245,10 +245,41 @@ pub fn read_many(
     if strings.is_empty() {
         return out;
     }
-    // One MGET for every string, then the recency each key had before it.
+    // One MGET for every string, then the recency each key had before it. In a
+    // cluster an MGET may not cross slots: one per slot there.
+    let slot_of = |name: &OwnedName| crate::cluster::key_slot(string_bytes(name.inner));
+    let cluster = crate::cluster_view::in_cluster(ctx);
+    if cluster {
+        strings.sort_by_key(|(_, name, _)| slot_of(name));
+    }
+    let mut values = Vec::with_capacity(strings.len());
+    let mut rest = &strings[..];
+    while let Some((_, first, _)) = rest.first() {
+        let group = if cluster {
+            let slot = slot_of(first);
+            rest.iter()
+                .take_while(|(_, n, _)| slot_of(n) == slot)
+                .count()
+        } else {
+            rest.len()
+        };
+        values.extend(mget(ctx, &rest[..group]));
+        rest = &rest[group..];
+    }
+    for ((i, name, recency), value) in strings.iter().zip(values) {
+        if let Probe::Found { key, .. } = probe_key(ctx, name) {
+            recency.restore(key.0);
+        }
+        out[*i].value = value.map_or(CachedValue::Absent, CachedValue::Text);
+    }
+    out
+}
+
+/// MGET of the given keys: their string values, None where there is none.
+fn mget(ctx: &Context, strings: &[(usize, OwnedName, Recency)]) -> Vec<Option<Vec<u8>>> {
     let mut argv: Vec<*mut raw::RedisModuleString> =
         strings.iter().map(|(_, n, _)| n.inner).collect();
-    let values = unsafe {
+    unsafe {
         let reply = raw::RedisModule_Call.unwrap()(
             ctx.ctx,
             c"MGET".as_ptr(),
@@ -261,14 +292,7 @@ pub fn read_many(
             raw::RedisModule_FreeCallReply.unwrap()(reply);
         }
         values
-    };
-    for ((i, name, recency), value) in strings.iter().zip(values) {
-        if let Probe::Found { key, .. } = probe_key(ctx, name) {
-            recency.restore(key.0);
-        }
-        out[*i].value = value.map_or(CachedValue::Absent, CachedValue::Text);
     }
-    out
 }
 
 /// The string elements of an array reply (None for nil or any other type).

@@ -44,6 +44,8 @@ pub struct PurgePlan {
 /// Scans and UNLINKs in slices: one UNLINK (replicated) per slice of matches.
 pub fn run_purge<A: GilAccess>(plan: &PurgePlan, access: &A) -> Result<Reply, FixError> {
     let started = Instant::now();
+    // The audit summary must land in a slot this node serves (cluster).
+    access.with_gil(crate::cluster_view::refresh);
     let limit = plan.limit.unwrap_or(usize::MAX);
     let mut scan = KeyScan::new();
     let mut matched = 0usize;

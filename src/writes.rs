@@ -8,6 +8,7 @@ use redis_module::{
     raw, CallOptionsBuilder, CallReply, CallResult, Context, ContextFlags, ErrorReply,
 };
 
+use crate::cluster_view;
 use crate::config;
 
 /// Whether this node may write: a replica or a node mid-failover must not.
@@ -49,10 +50,11 @@ pub fn set_hash_field(ctx: &Context, key: &[u8], field: &[u8], value: &[u8]) -> 
 
 /// One entry in the audit stream (`consistency.audit-stream`), when it is set.
 pub fn audit(ctx: &Context, fields: &[(&str, &[u8])]) {
-    let stream = config::audit_stream();
-    if stream.is_empty() {
+    let configured = config::audit_stream();
+    if configured.is_empty() {
         return;
     }
+    let stream = audit_stream_key(ctx, &configured);
     let maxlen = config::audit_maxlen().to_string();
     let mut args: Vec<&[u8]> = vec![stream.as_bytes(), b"MAXLEN", b"~", maxlen.as_bytes(), b"*"];
     for (name, value) in fields {
@@ -61,6 +63,27 @@ pub fn audit(ctx: &Context, fields: &[(&str, &[u8])]) {
     }
     if let Err(e) = call(ctx, "XADD", &args) {
         log::warn!("consistency: audit stream '{stream}' refused an entry: {e}");
+    }
+}
+
+/// The audit stream's key. In a cluster a module write must stay in a slot this
+/// node serves: unless the configured name already maps to one, its braces are
+/// dropped and a hash tag of a local slot is appended (`consistency:audit{0}`).
+fn audit_stream_key(ctx: &Context, configured: &str) -> String {
+    if !cluster_view::in_cluster(ctx) {
+        return configured.to_string();
+    }
+    let slots = cluster_view::current();
+    if slots.owns_key(configured.as_bytes()) {
+        return configured.to_string();
+    }
+    let base: String = configured
+        .chars()
+        .filter(|c| *c != '{' && *c != '}')
+        .collect();
+    match slots.local_tag() {
+        Some(tag) => format!("{base}{{{tag}}}"),
+        None => configured.to_string(),
     }
 }
 

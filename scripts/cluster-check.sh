@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Runs CONSISTENCY.CHECK (or FIX ALL) on every primary of a Redis Cluster, given
+# any one node, and merges the per-shard reports into one report with the CHECK
+# fields. Each primary checks only the keys of the slots it owns, so the merged
+# report covers the cluster once.
+#
+# Usage: scripts/cluster-check.sh [-h host] [-p port] [-a password] [--fix]
+#                                 [--dry-run] [--threshold N] [--rule NAME]...
+#                                 [--limit N] [--json]
+# The password may also come from REDISCLI_AUTH (never put it on a command line).
+# Exit status: 0 consistent (or everything repaired), 1 drift remains, 2 errors.
+set -uo pipefail
+
+host=127.0.0.1
+port=6379
+fix=0
+dry_run=0
+json=0
+limit=100
+extra=()
+
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+die() { printf 'cluster-check: %s\n' "$*" >&2; exit 2; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -h|--host) host=${2:?--host needs a value}; shift 2 ;;
+        -p|--port) port=${2:?--port needs a value}; shift 2 ;;
+        -a|--password) export REDISCLI_AUTH=${2:?--password needs a value}; shift 2 ;;
+        --fix) fix=1; shift ;;
+        --dry-run) dry_run=1; shift ;;
+        --threshold) extra+=(THRESHOLD "${2:?--threshold needs a value}"); shift 2 ;;
+        --rule) extra+=(RULE "${2:?--rule needs a value}"); shift 2 ;;
+        --limit) limit=${2:?--limit needs a value}; shift 2 ;;
+        --json) json=1; shift ;;
+        --help) usage; exit 0 ;;
+        *) usage >&2; die "unknown option '$1'" ;;
+    esac
+done
+case "$limit" in ''|*[!0-9]*) die "--limit must be a non-negative integer, got '$limit'" ;; esac
+command -v redis-cli >/dev/null || die "redis-cli not found"
+command -v python3 >/dev/null || die "python3 not found"
+
+cli() { redis-cli --no-auth-warning -h "$1" -p "$2" "${@:3}"; }
+
+nodes=$(cli "$host" "$port" CLUSTER NODES 2>&1) || die "cannot reach $host:$port: $nodes"
+case "$nodes" in ERR*|NOAUTH*|WRONGPASS*|*"cluster support disabled"*) die "$host:$port: $nodes" ;; esac
+
+# Primaries that are up: "<id> <ip:port@cport> <flags> ..." with flags holding master.
+primaries=$(printf '%s\n' "$nodes" | awk '$3 ~ /master/ && $3 !~ /fail/ { split($2, a, "@"); print a[1] }')
+[ -n "$primaries" ] || die "no primaries found through $host:$port"
+
+if [ "$fix" = 1 ]; then
+    command=(CONSISTENCY.FIX ALL "${extra[@]}")
+    [ "$dry_run" = 1 ] && command+=(DRYRUN)
+else
+    command=(CONSISTENCY.CHECK "${extra[@]}" LIMIT "$limit")
+fi
+command+=(FORMAT json)
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+n=0
+pids=()
+for node in $primaries; do
+    n=$((n + 1))
+    node_host=${node%:*}
+    node_port=${node##*:}
+    # Shards run at once: the cluster is checked in the time of its slowest shard.
+    ( cli "$node_host" "$node_port" "${command[@]}" >"$tmp/$n.json" 2>&1; echo "$node" >"$tmp/$n.node" ) &
+    pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
+
+python3 - "$tmp" "$limit" "$json" "$fix" <<'PY'
+import json, os, sys
+
+tmp, limit, as_json, fix = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4] == "1"
+reports = []
+for name in sorted(os.listdir(tmp)):
+    if not name.endswith(".json"):
+        continue
+    node = open(os.path.join(tmp, name[:-5] + ".node")).read().strip()
+    text = open(os.path.join(tmp, name)).read().strip()
+    try:
+        reports.append((node, json.loads(text)))
+    except ValueError:
+        print(f"cluster-check: {node}: {text}", file=sys.stderr)
+        sys.exit(2)
+
+statuses = ["drift", "invalid", "orphan", "missing", "no_ttl"]
+merged = {
+    "checked": sum(r["checked"] for _, r in reports),
+    # Ids are counted per shard: with hash-tagged templates an id lives on one shard.
+    "ids": sum(r["ids"] for _, r in reports),
+    "drifted": sum(r["drifted"] for _, r in reports),
+}
+merged["rate"] = merged["drifted"] / merged["checked"] if merged["checked"] else 0
+with_max = [r for _, r in reports if r["max_diff"] is not None]
+top = max(with_max, key=lambda r: r["max_diff"], default=None)
+merged["max_diff"] = top["max_diff"] if top else None
+merged["max_diff_key"] = top["max_diff_key"] if top else None
+merged["by_status"] = {s: sum(r["by_status"][s] for _, r in reports) for s in statuses}
+by_rule = {}
+for _, r in reports:
+    for rule, t in r["by_rule"].items():
+        acc = by_rule.setdefault(rule, {"checked": 0, "drifted": 0})
+        acc["checked"] += t["checked"]
+        acc["drifted"] += t["drifted"]
+merged["by_rule"] = by_rule
+merged["rounds"] = max((r["rounds"] for _, r in reports), default=0)
+merged["duration_ms"] = max((r["duration_ms"] for _, r in reports), default=0)
+merged["truth_ms"] = max((r["truth_ms"] for _, r in reports), default=0)
+entries = [e for _, r in reports for e in r["entries"]]
+# As one node sorts them: largest |diff| first, then the rest by rule and key.
+entries.sort(key=lambda e: (e["diff"] is None, -abs(e["diff"] or 0), e["rule"], e["key"], statuses.index(e["status"])))
+shown = entries[:limit]
+merged["truncated"] = merged["drifted"] - len(shown)
+merged["entries"] = shown
+if fix:
+    merged["dry_run"] = any(r.get("dry_run") for _, r in reports)
+    merged["changed"] = sum(r.get("changed", 0) for _, r in reports)
+    merged["skipped"] = sum(r.get("skipped", 0) for _, r in reports)
+merged["shards"] = [{"node": node, "checked": r["checked"], "drifted": r["drifted"]} for node, r in reports]
+
+if as_json:
+    print(json.dumps(merged))
+else:
+    print(f"cluster: {len(reports)} primaries, {merged['checked']} keys, {merged['ids']} ids checked, "
+          f"{merged['drifted']} findings ({merged['rate'] * 100:.2f}%)")
+    for s in statuses:
+        if merged["by_status"][s]:
+            print(f"  {s}: {merged['by_status'][s]}")
+    for e in shown:
+        diff = "" if e["diff"] is None else f" diff {e['diff']:+g}"
+        action = f" -> {e['action']}" if "action" in e else ""
+        print(f"  [{e['status']}] {e['key']} cache={e['cached']} truth={e['truth']}{diff}{action}")
+    if fix:
+        print(f"changed {merged['changed']}, skipped {merged['skipped']}")
+
+# Findings left unrepaired (a repair of a key clears all of its findings' cause).
+remaining = merged["drifted"]
+if fix and not merged["dry_run"]:
+    remaining -= merged["changed"]
+sys.exit(1 if remaining > 0 else 0)
+PY
