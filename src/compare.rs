@@ -16,7 +16,7 @@ pub enum Status {
 }
 
 impl Status {
-    /// Every status, in the order REPLIES.md lists them.
+    /// Every status, in the documented order.
     pub const ALL: [Status; 5] = [
         Status::Drift,
         Status::Invalid,

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-/// One value of a reply. Maps keep their field order (REPLIES.md fixes it).
+/// One value of a reply. Maps keep their field order (the documented replies fix it).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Reply {
     Int(i64),

@@ -1,4 +1,4 @@
-//! Shaping a check's findings into the reply REPLIES.md fixes, with no Redis types.
+//! Shaping a check's findings into the documented reply, with no Redis types.
 
 use std::cmp::Ordering;
 
@@ -62,7 +62,7 @@ impl CheckReport {
             .max_by(|a, b| abs_diff(a).total_cmp(&abs_diff(b)))
     }
 
-    /// The CHECK fields of REPLIES.md; `action` adds an `action` to each entry (FIX ALL).
+    /// The documented CHECK fields; `action` adds an `action` to each entry (FIX ALL).
     pub fn fields(
         &self,
         limit: usize,

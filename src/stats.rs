@@ -80,7 +80,7 @@ pub fn get(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
 
-/// The `INFO consistency` fields, in REPLIES.md order.
+/// The `INFO consistency` fields, in the documented order.
 pub fn info_fields(
     rules_loaded: usize,
     lane_truth_queued: usize,

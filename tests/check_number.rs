@@ -1,5 +1,5 @@
 //! CONSISTENCY.CHECK over the seed 000 number caches: every status a number rule
-//! can report, the exact reply shape of shared/REPLIES.md in RESP2, RESP3 and
+//! can report, the exact reply shape documented in the README in RESP2, RESP3 and
 //! `FORMAT json`, and the exact set of reported keys.
 
 mod check_support;

@@ -27,7 +27,7 @@ use redis::Connection;
 
 const SCRIPT: &str = "scripts/redis_exporter/consistency.lua";
 
-/// Every field REPLIES.md lists for `INFO consistency`, as INFO prints them.
+/// Every documented field of `INFO consistency`, as INFO prints them.
 const FIELDS: [&str; 18] = [
     "consistency_rules_loaded",
     "consistency_checks_total",

@@ -343,7 +343,7 @@ fn fix_one_id_clears_exactly_its_keys_and_shows_both_values() {
     let monthly = env.monthly();
     let before = snapshot(&mut c);
 
-    // RESP2 first: the reply's shape (REPLIES.md field order).
+    // RESP2 first: the reply's shape (the documented field order).
     let v = common::call_ok(&mut c, &["CONSISTENCY.FIX", "4", "DRYRUN"]);
     assert_eq!(
         common::field_names(&v),

@@ -13,7 +13,7 @@
 --
 -- Returns one bulk string, a JSON object:
 --   {"check":<the CHECK report>,"fix":<the FIX report, or null when clean>}
--- Both reports are embedded exactly as the module wrote them (shared/REPLIES.md),
+-- Both reports are embedded exactly as the module wrote them (as documented in the README),
 -- field order and number text included.
 --
 -- Errors from the module are raised unchanged, e.g. with more ids than

@@ -1,6 +1,6 @@
 //! Helpers shared by the `tests/check_*.rs` files: reading a CONSISTENCY.CHECK
 //! reply (RESP2, RESP3 or `FORMAT json`) into a [`Report`], checking its shape
-//! against shared/REPLIES.md on the way, and building the expected entries of
+//! against the documented shapes on the way, and building the expected entries of
 //! a check from what a test injected.
 //!
 //! Each `check_*.rs` file declares `mod common; mod check_support;`.
@@ -13,7 +13,7 @@ use redis::Value;
 
 use crate::common::{self, as_array, as_bytes, as_i64, as_str, field_names, map_of};
 
-/// The CHECK fields, in the order REPLIES.md fixes.
+/// The CHECK fields, in the documented order.
 pub const CHECK_FIELDS: [&str; 13] = [
     "checked",
     "ids",
@@ -127,7 +127,7 @@ pub fn key_bytes(template: &str, id: &[u8]) -> Vec<u8> {
     key
 }
 
-/// Sorts expected entries the way REPLIES.md says a report is sorted: largest
+/// Sorts expected entries the way a report is documented to be sorted: largest
 /// absolute diff first; entries without a diff after, by rule, then key (then
 /// status, for a key with two entries).
 pub fn sort_entries(entries: &mut [Entry]) {
@@ -530,7 +530,7 @@ pub fn str_of(v: &Value) -> &str {
 
 // ---------------------------------------------------------------------------
 // JSON that keeps object field order (serde_json's Map sorts without the
-// preserve_order feature, and REPLIES.md fixes the order).
+// preserve_order feature, and the documented replies fix the order).
 // ---------------------------------------------------------------------------
 
 #[derive(Clone, Debug, PartialEq)]

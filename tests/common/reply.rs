@@ -1,4 +1,4 @@
-//! Reading module replies the same way under RESP2 and RESP3 (shared/REPLIES.md):
+//! Reading module replies the same way under RESP2 and RESP3 (field order as documented):
 //! a map is a RESP3 Map or a RESP2 flat array of alternating names and values, a
 //! double is a RESP3 Double or a RESP2 bulk string, a boolean is a RESP3 Boolean
 //! or a RESP2 integer 0/1.
