@@ -560,23 +560,15 @@ pub fn fix_all<A: GilAccess>(
     crate::test_hooks::before_repair();
     let actions = apply_repairs(access, &items, plan.now, dry_run, plan.scan_batch)?;
     notify_presence(access, &plan.rules, &report.entries)?;
-    let action_of: HashMap<*const DriftEntry, FixAction> = report
-        .entries
+    // Each entry's action: its key's repair, or absent for a missing key.
+    let entry_actions: Vec<FixAction> = item_of_entry
         .iter()
-        .zip(&item_of_entry)
-        .map(|(e, i)| {
-            (
-                e as *const DriftEntry,
-                i.map_or(FixAction::Absent, |i| actions[i]),
-            )
-        })
+        .map(|i| i.map_or(FixAction::Absent, |i| actions[i]))
         .collect();
     let (changed, repairs_skipped) = tally(&actions);
     // Missing keys get no repair: they are left alone, as absent.
     let skipped = repairs_skipped + item_of_entry.iter().filter(|i| i.is_none()).count();
-    let mut fields = report.fields(limit, &|e| {
-        action_of.get(&(e as *const DriftEntry)).map(|a| a.name())
-    });
+    let mut fields = report.fields(limit, &|i| Some(entry_actions[i].name()));
     fields.push(("dry_run", Reply::Bool(dry_run)));
     fields.push(("changed", Reply::Int(changed as i64)));
     fields.push(("skipped", Reply::Int(skipped as i64)));

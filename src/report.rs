@@ -62,11 +62,12 @@ impl CheckReport {
             .max_by(|a, b| abs_diff(a).total_cmp(&abs_diff(b)))
     }
 
-    /// The documented CHECK fields; `action` adds an `action` to each entry (FIX ALL).
+    /// The documented CHECK fields; `action` (by entry index) adds an `action` to
+    /// each entry (FIX ALL).
     pub fn fields(
         &self,
         limit: usize,
-        action: &dyn Fn(&DriftEntry) -> Option<&'static str>,
+        action: &dyn Fn(usize) -> Option<&'static str>,
     ) -> Vec<(&'static str, Reply)> {
         let max = self.max_diff();
         let shown = self.entries.len().min(limit);
@@ -107,7 +108,8 @@ impl CheckReport {
                 Reply::Array(
                     self.entries[..shown]
                         .iter()
-                        .map(|e| entry_reply(e, action(e)))
+                        .enumerate()
+                        .map(|(i, e)| entry_reply(e, action(i)))
                         .collect(),
                 ),
             ),
@@ -280,7 +282,9 @@ mod tests {
     #[test]
     fn action_is_appended_to_entries() {
         let r = report();
-        let fields = r.fields(100, &|e| (e.status == Status::Drift).then_some("deleted"));
+        let fields = r.fields(100, &|i| {
+            (r.entries[i].status == Status::Drift).then_some("deleted")
+        });
         let entries = &fields.last().unwrap().1;
         let Reply::Array(items) = entries else {
             panic!()
