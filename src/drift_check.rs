@@ -480,40 +480,42 @@ fn scan_caches<A: GilAccess>(
     let window_ms: Vec<f64> = windows.iter().map(|w| epoch_ms(*w)).collect();
     let mut caches: Vec<CacheMap> = rules.iter().map(|_| CacheMap::default()).collect();
     let mut scan = KeyScan::new();
+    // (rule index, key name, id length): the matches of one slice.
     let mut matched: Vec<(usize, Vec<u8>, usize)> = Vec::with_capacity(batch);
     while !scan.is_done() {
-        access.with_gil(|ctx| {
-            matched.clear();
+        matched.clear();
+        let values = access.with_gil(|ctx| {
             scan.next_slice(ctx, batch, &mut |name| {
                 for (i, rule) in rules.iter().enumerate() {
                     if let Some(id) = rule.rule.key.id_of(name) {
-                        let start = rule.rule.key.prefix().len();
-                        debug_assert_eq!(&name[start..start + id.len()], id);
                         matched.push((i, name.to_vec(), id.len()));
                     }
                 }
             });
             // Read each rule's matches together (one MGET for number rules).
+            let mut values: Vec<Vec<CachedKey>> = Vec::with_capacity(rules.len());
             for (i, rule) in rules.iter().enumerate() {
                 let names: Vec<&[u8]> = matched
                     .iter()
                     .filter(|(r, _, _)| *r == i)
                     .map(|(_, name, _)| name.as_slice())
                     .collect();
-                if names.is_empty() {
-                    continue;
-                }
-                let values = read_many(ctx, &names, &rule.rule.kind, window_ms[i]);
-                let start = rule.rule.key.prefix().len();
-                let slots = matched.iter().filter(|(r, _, _)| *r == i);
-                for ((_, name, id_len), cached) in slots.zip(values) {
-                    if cached.is_present() {
-                        let id = name[start..start + id_len].to_vec();
-                        caches[i].insert(id, (name.clone(), cached));
-                    }
+                values.push(read_many(ctx, &names, &rule.rule.kind, window_ms[i]));
+            }
+            values
+        });
+        // The maps grow outside the lock: rehashing a large map takes
+        // milliseconds that Redis must not wait for.
+        for (i, (rule, values)) in rules.iter().zip(values).enumerate() {
+            let start = rule.rule.key.prefix().len();
+            let slots = matched.iter().filter(|(r, _, _)| *r == i);
+            for ((_, name, id_len), cached) in slots.zip(values) {
+                if cached.is_present() {
+                    let id = name[start..start + id_len].to_vec();
+                    caches[i].insert(id, (name.clone(), cached));
                 }
             }
-        });
+        }
         if !scan.is_done() {
             access.between_slices()?;
         }

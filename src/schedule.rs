@@ -203,6 +203,8 @@ fn run(rules: Vec<Arc<LoadedRule>>) {
         "{}",
         summary_line(&names, &report, autofix.then_some(repaired))
     );
+    drop(report);
+    crate::blocking::release_free_memory();
 }
 
 /// The one line a scheduled run logs: what was checked, what drifted, the rate,
