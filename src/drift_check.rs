@@ -33,9 +33,22 @@ pub trait TruthSource: Send {
         ids: &[String],
         window_start: Option<SystemTime>,
     ) -> Result<Vec<TruthRow>, BridgeError>;
+
+    /// Every row of several rules, in order; one after another unless the
+    /// source can run them side by side.
+    fn all_of(
+        &mut self,
+        rules: &[(&LoadedRule, Option<SystemTime>)],
+    ) -> Vec<Result<Vec<TruthRow>, BridgeError>> {
+        rules
+            .iter()
+            .map(|(rule, window)| self.all(rule, *window))
+            .collect()
+    }
 }
 
 /// Truth through the module's connection pool.
+#[derive(Clone)]
 pub struct PoolTruth {
     pub pool: Arc<PgPool>,
     pub statement_timeout: Duration,
@@ -88,6 +101,40 @@ impl TruthSource for PoolTruth {
         self.timed(rule, |conn| {
             rule.truth.run_ids(&mut **conn, ids, window_start, timeout)
         })
+    }
+
+    /// The rules' queries run side by side on their own pooled connections, as
+    /// many at once as the pool holds and the machine has cores to spare: the
+    /// keyspace scan runs meanwhile, and on two cores parallel queries only
+    /// slowed the check (and preempted the thread holding the Redis lock).
+    fn all_of(
+        &mut self,
+        rules: &[(&LoadedRule, Option<SystemTime>)],
+    ) -> Vec<Result<Vec<TruthRow>, BridgeError>> {
+        let spare_cores =
+            std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1));
+        let at_once = (self.pool.settings().pool_size as usize)
+            .min(spare_cores)
+            .max(1);
+        let mut results = Vec::with_capacity(rules.len());
+        for group in rules.chunks(at_once) {
+            std::thread::scope(|s| {
+                let running: Vec<_> = group
+                    .iter()
+                    .map(|(rule, window)| {
+                        let mut source = self.clone();
+                        s.spawn(move || source.all(rule, *window))
+                    })
+                    .collect();
+                for handle in running {
+                    results.push(match handle.join() {
+                        Ok(result) => result,
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    });
+                }
+            });
+        }
+        results
     }
 }
 
@@ -239,10 +286,15 @@ impl<A: GilAccess, T: TruthSource> Run<'_, A, T> {
         let (truths, caches, truth_time) = std::thread::scope(|s| {
             let queries = s.spawn(|| {
                 let started = Instant::now();
-                let truths = rules
+                let asked: Vec<(&LoadedRule, Option<SystemTime>)> = rules
                     .iter()
-                    .zip(&windows)
-                    .map(|(rule, window)| truth.all(rule, *window).map(to_map))
+                    .map(|r| &**r)
+                    .zip(windows.iter().copied())
+                    .collect();
+                let truths = truth
+                    .all_of(&asked)
+                    .into_iter()
+                    .map(|rows| rows.map(to_map))
                     .collect::<Result<Vec<_>, _>>();
                 (truths, started.elapsed())
             });
