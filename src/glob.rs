@@ -1,98 +1,121 @@
 //! Redis glob patterns (`SCAN MATCH`, `KEYS`) over bytes: `*`, `?`, `[abc]`,
-//! `[^a-z]` and `\` escapes, matching what Redis itself matches.
+//! `[^a-z]` and `\` escapes, matching exactly what Redis itself matches.
+//!
+//! A port of Redis 7.0's `stringmatchlen` (util.c), quirks included, so that
+//! `CONSISTENCY.PURGE MATCH p` deletes the very keys `redis-cli --scan --pattern p`
+//! lists: an unterminated class ends with the pattern (`a[bc` matches `ab`), `]`
+//! right after `[` closes an empty class (`[]]` matches nothing), `-` before `]`
+//! makes a range up to `]` (`[a-]`), a lone trailing `\` is literal, range ends
+//! compare as C `char`s, and the `*` back-off that keeps the worst case polynomial.
 
-/// Whether `pattern` matches all of `text`.
+use std::os::raw::c_char;
+
+/// Whether `pattern` matches all of `text`, as Redis's SCAN MATCH and KEYS decide.
 pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    // Where to resume after the last `*`: (pattern index after it, text index).
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() {
-            match pattern[p] {
-                b'*' => {
-                    while p < pattern.len() && pattern[p] == b'*' {
-                        p += 1;
-                    }
-                    star = Some((p, t));
-                    continue;
-                }
-                b'?' => {
-                    p += 1;
-                    t += 1;
-                    continue;
-                }
-                b'[' => {
-                    if let Some((matched, next)) = class_match(pattern, p, text[t]) {
-                        if matched {
-                            p = next;
-                            t += 1;
-                            continue;
-                        }
-                    } else if text[t] == b'[' {
-                        // An unterminated class is a literal '['.
-                        p += 1;
-                        t += 1;
-                        continue;
-                    }
-                }
-                b'\\' if p + 1 < pattern.len() => {
-                    if pattern[p + 1] == text[t] {
-                        p += 2;
-                        t += 1;
-                        continue;
-                    }
-                }
-                c => {
-                    if c == text[t] {
-                        p += 1;
-                        t += 1;
-                        continue;
-                    }
-                }
-            }
-        }
-        match star {
-            Some((sp, st)) => {
-                p = sp;
-                t = st + 1;
-                star = Some((sp, st + 1));
-            }
-            None => return false,
-        }
+    // SCAN and KEYS take a lone `*` as "every key" without matching (the empty
+    // key name included).
+    if pattern == b"*" {
+        return true;
     }
-    pattern[p..].iter().all(|&c| c == b'*')
+    let mut skip_longer = false;
+    match_at(pattern, 0, text, 0, &mut skip_longer)
 }
 
-/// Matches `c` against the class starting at `pattern[start] == '['`. Returns
-/// whether it matched and the index after the class, or None when unterminated.
-fn class_match(pattern: &[u8], start: usize, c: u8) -> Option<(bool, usize)> {
-    let mut i = start + 1;
-    let negate = pattern.get(i) == Some(&b'^');
-    if negate {
-        i += 1;
-    }
-    let mut matched = false;
-    let mut first = true;
-    loop {
-        let &b = pattern.get(i)?;
-        if b == b']' && !first {
-            return Some((matched != negate, i + 1));
+/// A byte as C compares it in a range: `char`, signed or not as the platform's.
+fn as_c_char(b: u8) -> i32 {
+    i32::from(b as c_char)
+}
+
+/// `stringmatchlen_impl` from `pattern[p..]` and `text[t..]`. Redis reads the
+/// byte after a pattern's end (its NUL terminator): `at` gives 0 there.
+fn match_at(
+    pattern: &[u8],
+    mut p: usize,
+    text: &[u8],
+    mut t: usize,
+    skip_longer: &mut bool,
+) -> bool {
+    let at = |i: usize| pattern.get(i).copied().unwrap_or(0);
+    let left = |p: usize| pattern.len() - p;
+    while left(p) > 0 && t < text.len() {
+        match pattern[p] {
+            b'*' => {
+                while left(p) > 0 && at(p + 1) == b'*' {
+                    p += 1;
+                }
+                if left(p) == 1 {
+                    return true;
+                }
+                while t < text.len() {
+                    if match_at(pattern, p + 1, text, t, skip_longer) {
+                        return true;
+                    }
+                    if *skip_longer {
+                        return false;
+                    }
+                    t += 1;
+                }
+                // The rest matches nowhere in what is left of the text: no
+                // earlier `*` can make it match by taking more.
+                *skip_longer = true;
+                return false;
+            }
+            b'?' => t += 1,
+            b'[' => {
+                p += 1;
+                let negate = at(p) == b'^';
+                if negate {
+                    p += 1;
+                }
+                let c = text[t];
+                let mut matched = false;
+                loop {
+                    if at(p) == b'\\' && left(p) >= 2 {
+                        p += 1;
+                        matched |= pattern[p] == c;
+                    } else if at(p) == b']' {
+                        break;
+                    } else if left(p) == 0 {
+                        // Unterminated: the class ends with the pattern.
+                        p -= 1;
+                        break;
+                    } else if left(p) >= 3 && pattern[p + 1] == b'-' {
+                        let (a, b) = (as_c_char(pattern[p]), as_c_char(pattern[p + 2]));
+                        let (lo, hi) = (a.min(b), a.max(b));
+                        p += 2;
+                        matched |= (lo..=hi).contains(&as_c_char(c));
+                    } else {
+                        matched |= pattern[p] == c;
+                    }
+                    p += 1;
+                }
+                if matched == negate {
+                    return false;
+                }
+                t += 1;
+            }
+            first => {
+                let literal = if first == b'\\' && left(p) >= 2 {
+                    p += 1;
+                    pattern[p]
+                } else {
+                    first
+                };
+                if literal != text[t] {
+                    return false;
+                }
+                t += 1;
+            }
         }
-        first = false;
-        if b == b'\\' && i + 1 < pattern.len() {
-            matched |= pattern[i + 1] == c;
-            i += 2;
-        } else if pattern.get(i + 1) == Some(&b'-')
-            && pattern.get(i + 2).is_some_and(|&e| e != b']')
-        {
-            let (lo, hi) = (b.min(pattern[i + 2]), b.max(pattern[i + 2]));
-            matched |= (lo..=hi).contains(&c);
-            i += 3;
-        } else {
-            matched |= b == c;
-            i += 1;
+        p += 1;
+        if t == text.len() {
+            while at(p) == b'*' {
+                p += 1;
+            }
+            break;
         }
     }
+    left(p) == 0 && t == text.len()
 }
 
 /// A pattern that would match every key (only `*`s, or empty): PURGE refuses it.
@@ -128,7 +151,17 @@ mod tests {
             glob_match(b"k[9-0]", b"k5"),
             "reversed ranges work as in Redis"
         );
-        assert!(glob_match(b"k[]]", b"k]"));
+        assert!(
+            !glob_match(b"k[]]", b"k]"),
+            "as in Redis, `[]` is an empty class"
+        );
+        assert!(glob_match(b"k[^]", b"kz"), "and `[^]` any byte");
+        assert!(
+            glob_match(b"k[a-]", b"k]"),
+            "`-` before `]` ranges up to `]`"
+        );
+        assert!(glob_match(b"k[a-]", b"k_"), "the range `]`..`a`");
+        assert!(!glob_match(b"k[a-]", b"k-"));
     }
 
     #[test]
@@ -138,8 +171,13 @@ mod tests {
         assert!(glob_match(b"a\\?", b"a?"));
         assert!(glob_match(b"a\\[b", b"a[b"));
         assert!(
-            glob_match(b"a[b", b"a[b"),
-            "an unterminated class is literal"
+            glob_match(b"a[bc", b"ac") && !glob_match(b"a[b", b"a[b"),
+            "an unterminated class ends with the pattern, as in Redis"
+        );
+        assert!(!glob_match(b"*[", b"a["), "a lone `[` matches nothing");
+        assert!(
+            glob_match(b"a\\", b"a\\"),
+            "a trailing backslash is literal"
         );
     }
 
@@ -147,6 +185,15 @@ mod tests {
     fn binary_bytes_match_themselves() {
         assert!(glob_match(b"k:\xff*", b"k:\xff\x00z"));
         assert!(!glob_match(b"k:\xfe*", b"k:\xff"));
+    }
+
+    #[test]
+    fn stars_back_off_without_exponential_time() {
+        let pattern = b"a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b".to_vec();
+        let text = vec![b'a'; 5000];
+        let started = std::time::Instant::now();
+        assert!(!glob_match(&pattern, &text));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 
     #[test]

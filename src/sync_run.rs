@@ -1,10 +1,23 @@
 //! The synchronous path for Lua and MULTI, where a command cannot block: only
 //! small, ID-scoped work, on the main thread, with its own PostgreSQL connection
 //! and the short `sync-timeout-ms` statement timeout (DESIGN section 4 point 6).
+//!
+//! PostgreSQL's statement timeout only works on a server that answers. A peer
+//! that keeps the TCP connection open but never answers (a frozen server, a
+//! stalled link) would hold the main thread, and so all of Redis, forever: the
+//! driver has no read timeout, and its connect timeout covers the TCP connect
+//! but not the startup handshake. So the connection lives on a helper thread, and
+//! the main thread waits for each answer at most `sync-timeout-ms` plus a grace;
+//! past that the connection is abandoned to its thread, and the command answers
+//! `ERR postgres timeout: ...`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use consistency_bridge::{connect_direct, BridgeError, TruthRow};
+use consistency_bridge::{connect_direct, BridgeError, PgSettings, TruthRow};
 use redis_module::{raw, Context};
 
 use crate::config;
@@ -14,9 +27,31 @@ use crate::keyspace::MainThread;
 use crate::report::CheckReport;
 use crate::state::{self, LoadedRule};
 
-/// Truth over one direct connection, for the length of one command.
+/// How long past `sync-timeout-ms` the main thread waits for an answer: the
+/// server's own cancellation takes a moment to arrive.
+const GRACE: Duration = Duration::from_millis(150);
+
+/// Helper threads alive, each holding one connection. Normally at most one (the
+/// current command's); more only while abandoned ones still wait on a peer that
+/// does not answer. Past this many, new sync work is refused at once instead of
+/// leaving yet another thread behind.
+const MAX_HELPERS: usize = 8;
+static HELPERS: AtomicUsize = AtomicUsize::new(0);
+
+/// One question for the helper thread.
+enum Request {
+    All(Arc<LoadedRule>, Option<SystemTime>),
+    Ids(Arc<LoadedRule>, Vec<String>, Option<SystemTime>),
+}
+
+type Answer = Result<Vec<TruthRow>, BridgeError>;
+
+/// Truth over one direct connection, for the length of one command, owned by a
+/// helper thread that the main thread waits on with a deadline.
 pub struct DirectTruth {
-    client: postgres::Client,
+    /// None once the helper was given up on (or has gone).
+    requests: Option<Sender<Request>>,
+    answers: Receiver<Answer>,
     timeout: Duration,
 }
 
@@ -27,13 +62,133 @@ impl DirectTruth {
         // The main thread waits on this connection: bound it by the sync timeout too.
         settings.connect_timeout = settings.connect_timeout.min(timeout);
         let started = Instant::now();
-        let client = connect_direct(&settings, timeout);
-        record_truth(started, &client);
-        Ok(DirectTruth {
-            client: client?,
-            timeout,
-        })
+        let connected = DirectTruth::start(settings, timeout);
+        record_truth(started, &connected);
+        Ok(connected?)
     }
+
+    fn start(settings: PgSettings, timeout: Duration) -> Result<DirectTruth, BridgeError> {
+        let helpers = HELPERS.fetch_add(1, Ordering::SeqCst);
+        if helpers >= MAX_HELPERS {
+            HELPERS.fetch_sub(1, Ordering::SeqCst);
+            return Err(BridgeError::Unavailable(format!(
+                "{helpers} earlier connections from scripts or MULTI still wait for PostgreSQL to answer"
+            )));
+        }
+        let (requests, inbox) = mpsc::channel();
+        let (outbox, answers) = mpsc::channel();
+        let spawned = thread::Builder::new()
+            .name("consistency-sync".into())
+            .spawn(move || {
+                let _alive = HelperAlive;
+                serve(&settings, timeout, &inbox, &outbox);
+            });
+        if let Err(e) = spawned {
+            HELPERS.fetch_sub(1, Ordering::SeqCst);
+            return Err(BridgeError::Unavailable(format!(
+                "cannot start a connection thread: {e}"
+            )));
+        }
+        let mut truth = DirectTruth {
+            requests: Some(requests),
+            answers,
+            timeout,
+        };
+        truth.answer()?;
+        Ok(truth)
+    }
+
+    fn ask(&mut self, request: Request) -> Answer {
+        let sent = match &self.requests {
+            Some(requests) => requests.send(request).is_ok(),
+            None => false,
+        };
+        if !sent {
+            self.requests = None;
+            return Err(BridgeError::Unavailable(
+                "the connection was given up on earlier in this command".into(),
+            ));
+        }
+        self.answer()
+    }
+
+    /// The helper's next answer, waiting at most the sync timeout and its grace.
+    fn answer(&mut self) -> Answer {
+        match self.answers.recv_timeout(self.timeout + GRACE) {
+            Ok(answer) => answer,
+            Err(RecvTimeoutError::Timeout) => {
+                // Abandon the connection: its thread ends once the peer answers
+                // or the connection breaks (TCP keepalives are on).
+                self.requests = None;
+                Err(BridgeError::Timeout(format!(
+                    "no answer from PostgreSQL within consistency.sync-timeout-ms ({} ms)",
+                    self.timeout.as_millis()
+                )))
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                self.requests = None;
+                Err(BridgeError::Unavailable(
+                    "the connection thread ended".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// Counts a helper thread out however it ends.
+struct HelperAlive;
+
+impl Drop for HelperAlive {
+    fn drop(&mut self) {
+        HELPERS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The helper thread: connect, answer `Ok(empty)` or the error, then serve
+/// requests until the command drops its end.
+fn serve(
+    settings: &PgSettings,
+    timeout: Duration,
+    inbox: &Receiver<Request>,
+    outbox: &Sender<Answer>,
+) {
+    let mut client = match connect_direct(settings, timeout) {
+        Ok(client) => client,
+        Err(e) => {
+            let _ = outbox.send(Err(e));
+            return;
+        }
+    };
+    if outbox.send(Ok(Vec::new())).is_err() {
+        return;
+    }
+    while let Ok(request) = inbox.recv() {
+        let answer = match request {
+            Request::All(rule, window) => rule
+                .truth
+                .prepare(&mut client)
+                .and_then(|()| rule.truth.run_all(&mut client, window, timeout)),
+            Request::Ids(rule, ids, window) => rule
+                .truth
+                .prepare(&mut client)
+                .and_then(|()| rule.truth.run_ids(&mut client, &ids, window, timeout)),
+        };
+        if outbox.send(answer).is_err() {
+            return;
+        }
+    }
+}
+
+/// The loaded rule `rule` points into, shared, so the helper thread can own it:
+/// a sync command runs entirely on the main thread, so the rules it selected are
+/// still the loaded ones. Should that ever not hold, a copy does the same work.
+fn shared(rule: &LoadedRule) -> Arc<LoadedRule> {
+    state::rules()
+        .rules
+        .iter()
+        .find(|r| std::ptr::eq(Arc::as_ptr(r), rule))
+        .cloned()
+        .unwrap_or_else(|| Arc::new(LoadedRule::new(rule.rule.clone())))
 }
 
 impl TruthSource for DirectTruth {
@@ -43,10 +198,7 @@ impl TruthSource for DirectTruth {
         window_start: Option<SystemTime>,
     ) -> Result<Vec<TruthRow>, BridgeError> {
         let started = Instant::now();
-        let result = rule.truth.prepare(&mut self.client).and_then(|()| {
-            rule.truth
-                .run_all(&mut self.client, window_start, self.timeout)
-        });
+        let result = self.ask(Request::All(shared(rule), window_start));
         record_truth(started, &result);
         result
     }
@@ -58,10 +210,7 @@ impl TruthSource for DirectTruth {
         window_start: Option<SystemTime>,
     ) -> Result<Vec<TruthRow>, BridgeError> {
         let started = Instant::now();
-        let result = rule.truth.prepare(&mut self.client).and_then(|()| {
-            rule.truth
-                .run_ids(&mut self.client, ids, window_start, self.timeout)
-        });
+        let result = self.ask(Request::Ids(shared(rule), ids.to_vec(), window_start));
         record_truth(started, &result);
         result
     }
