@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Instant;
 
-use common::{ledger, TestRedis};
+use common::{ledger, TestRedis, CHECK_FIELDS};
 use fault_support::{digest, ping, snapshot};
 use redis::{Connection, Value};
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -685,21 +685,6 @@ fn array(n: &Node) -> Check<&[Node]> {
     }
 }
 
-const CHECK_FIELDS: [&str; 13] = [
-    "checked",
-    "ids",
-    "drifted",
-    "rate",
-    "max_diff",
-    "max_diff_key",
-    "by_status",
-    "by_rule",
-    "rounds",
-    "duration_ms",
-    "truth_ms",
-    "truncated",
-    "entries",
-];
 const STATUSES: [&str; 5] = ["drift", "invalid", "orphan", "missing", "no_ttl"];
 const ACTIONS: [&str; 7] = [
     "deleted",

@@ -13,22 +13,7 @@ use redis::Value;
 
 use crate::common::{self, as_array, as_bytes, as_i64, as_str, field_names, map_of};
 
-/// The CHECK fields, in the documented order.
-pub const CHECK_FIELDS: [&str; 13] = [
-    "checked",
-    "ids",
-    "drifted",
-    "rate",
-    "max_diff",
-    "max_diff_key",
-    "by_status",
-    "by_rule",
-    "rounds",
-    "duration_ms",
-    "truth_ms",
-    "truncated",
-    "entries",
-];
+pub use crate::common::CHECK_FIELDS;
 
 /// The fields of one entry, in order.
 pub const ENTRY_FIELDS: [&str; 7] = ["rule", "id", "key", "status", "cached", "truth", "diff"];

@@ -5,6 +5,23 @@
 
 use redis::Value;
 
+/// The CHECK fields, in the documented order.
+pub const CHECK_FIELDS: [&str; 13] = [
+    "checked",
+    "ids",
+    "drifted",
+    "rate",
+    "max_diff",
+    "max_diff_key",
+    "by_status",
+    "by_rule",
+    "rounds",
+    "duration_ms",
+    "truth_ms",
+    "truncated",
+    "entries",
+];
+
 /// Text of a map key or string value, if it is one.
 fn key_text(v: &Value) -> Option<String> {
     match v {
