@@ -107,6 +107,25 @@ ensure_packages() {
     apt_install "${missing[@]}" ca-certificates
 }
 
+# ensure_test_tools: what only the tests use: jq (the wrappers' second JSON
+# reader) and Debian's prometheus-redis-exporter (the exporter scrape test).
+# Installed like ensure_packages when root; otherwise those tests say they skip.
+ensure_test_tools() {
+    local missing=()
+    command -v jq >/dev/null 2>&1 || missing+=(jq)
+    command -v prometheus-redis-exporter >/dev/null 2>&1 \
+        || command -v redis_exporter >/dev/null 2>&1 \
+        || missing+=(prometheus-redis-exporter)
+    if [ ${#missing[@]} -eq 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        return 0
+    fi
+    if ! need_root_or_skip "installing ${missing[*]}"; then
+        return 0
+    fi
+    # Optional: the tests that need them say so and skip rather than fail CI.
+    apt_install "${missing[@]}" || warn "could not install ${missing[*]}"
+}
+
 # ensure_cargo: cargo, rustfmt and clippy on PATH (installing a stable toolchain
 # with rustup when there is none).
 ensure_cargo() {

@@ -43,6 +43,7 @@ step() {
 
 step "installing missing packages"
 ensure_packages
+ensure_test_tools
 ensure_cargo
 for tool in redis-server redis-cli; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found (install redis-server / redis-tools)"
