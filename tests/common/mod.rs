@@ -97,7 +97,7 @@ pub fn temp_dir(prefix: &str) -> PathBuf {
     dir
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
         .unwrap_or(false)
@@ -347,7 +347,7 @@ struct Throwaway {
 }
 
 /// `name` from PATH, else the newest /usr/lib/postgresql/<v>/bin, else /usr/local/pgsql/bin.
-fn pg_bin(name: &str) -> Option<PathBuf> {
+pub fn pg_bin(name: &str) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("PATH") {
         for d in std::env::split_paths(&path) {
             let p = d.join(name);

@@ -12,10 +12,10 @@
 //! Each file declares `mod common; mod fault_support;`.
 #![allow(dead_code)]
 
+use crate::common::is_root;
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,38 +31,9 @@ use crate::common::{self, as_str, call_ok, free_port, tail_of, temp_dir, TestRed
 // A PostgreSQL cluster of our own
 // ---------------------------------------------------------------------------
 
-fn is_root() -> bool {
-    fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
-/// `name` from PATH, else the newest /usr/lib/postgresql/<v>/bin.
+/// `name` from PATH or PostgreSQL's own bin directories (see the fixture).
 fn pg_bin(name: &str) -> PathBuf {
-    if let Some(path) = std::env::var_os("PATH") {
-        for d in std::env::split_paths(&path) {
-            let p = d.join(name);
-            if p.is_file() {
-                return p;
-            }
-        }
-    }
-    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let v: u32 = e.file_name().to_str()?.parse().ok()?;
-                    let p = e.path().join("bin").join(name);
-                    p.is_file().then_some((v, p))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    versions.sort();
-    versions
-        .pop()
-        .map(|(_, p)| p)
-        .unwrap_or_else(|| panic!("{name} not found: install PostgreSQL"))
+    crate::common::pg_bin(name).unwrap_or_else(|| panic!("{name} not found: install PostgreSQL"))
 }
 
 /// A command run as the postgres OS user when we are root (PostgreSQL refuses root).
