@@ -1,4 +1,4 @@
-//! Argument parsing for CONSISTENCY.CHECK, FIX and PURGE (DESIGN section 3).
+//! Argument parsing for CONSISTENCY.CHECK, FIX and PURGE.
 //!
 //! Works on the raw bytes of each argument after the command name. Keywords
 //! are case-insensitive; values are kept as given. Rule names are not checked

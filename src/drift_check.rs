@@ -184,11 +184,11 @@ impl std::fmt::Display for CheckError {
 
 /// The truth of one rule, by id.
 /// Keyed by the id's bytes, so cache ids look up without a UTF-8 check.
-type TruthMap = FastMap<Vec<u8>, Option<String>>;
+pub type TruthMap = FastMap<Vec<u8>, Option<String>>;
 /// The cache of one rule, by id.
 type CacheMap = FastMap<Vec<u8>, (Vec<u8>, CachedKey)>;
 
-fn to_map(rows: Vec<TruthRow>) -> TruthMap {
+pub fn to_map(rows: Vec<TruthRow>) -> TruthMap {
     rows.into_iter()
         .map(|r| (r.id.into_bytes(), r.value))
         .collect()
@@ -449,12 +449,7 @@ impl<A: GilAccess, T: TruthSource> Run<'_, A, T> {
                 &local_ids
             };
             let window = window_start(rule, now);
-            let text_ids: Vec<String> = ids
-                .iter()
-                .filter_map(|id| std::str::from_utf8(id).ok())
-                .filter(|id| !id.contains('\0'))
-                .map(str::to_string)
-                .collect();
+            let text_ids = sendable_ids(ids);
             let keys: Vec<Vec<u8>> = ids.iter().map(|id| rule.rule.key.key_for(id)).collect();
             let read = |access: &A| {
                 read_keys(
@@ -514,7 +509,17 @@ fn reports_missing(rule: &LoadedRule) -> bool {
     rule.rule.missing == crate::rules::MissingPolicy::Report
 }
 
-fn lookup<'t>(truth: &'t TruthMap, id: &[u8]) -> Truth<'t> {
+/// The ids that may be sent to PostgreSQL: UTF-8 text without NUL. Any other
+/// id cannot exist there; its key is reported invalid instead.
+pub fn sendable_ids(ids: &[Vec<u8>]) -> Vec<String> {
+    ids.iter()
+        .filter_map(|id| std::str::from_utf8(id).ok())
+        .filter(|id| !id.contains('\0'))
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn lookup<'t>(truth: &'t TruthMap, id: &[u8]) -> Truth<'t> {
     match truth.get(id) {
         Some(value) => Truth::Known(value.as_deref()),
         None => Truth::Unknown,

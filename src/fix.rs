@@ -15,7 +15,7 @@ use redis_module::Context;
 
 use crate::cluster_view;
 use crate::compare::{parse_number, CachedKey, CachedValue, DriftEntry, Status};
-use crate::drift_check::{epoch_ms, window_start, TruthSource};
+use crate::drift_check::{epoch_ms, sendable_ids, to_map, window_start, TruthMap, TruthSource};
 use crate::keyspace::{read_key, Expired, GilAccess};
 use crate::reply::{bytes_as_text, Reply};
 use crate::report::entry_reply;
@@ -310,18 +310,12 @@ fn truth_for_ids<T: TruthSource>(
     rule: &LoadedRule,
     ids: &[Vec<u8>],
     now: SystemTime,
-) -> Result<HashMap<String, Option<String>>, BridgeError> {
-    let text: Vec<String> = ids
-        .iter()
-        .filter_map(|id| std::str::from_utf8(id).ok())
-        .filter(|id| !id.contains('\0'))
-        .map(str::to_string)
-        .collect();
+) -> Result<TruthMap, BridgeError> {
+    let text = sendable_ids(ids);
     if text.is_empty() {
-        return Ok(HashMap::new());
+        return Ok(TruthMap::default());
     }
-    let rows = truth.ids(rule, &text, window_start(rule, now))?;
-    Ok(rows.into_iter().map(|r| (r.id, r.value)).collect())
+    Ok(to_map(truth.ids(rule, &text, window_start(rule, now))?))
 }
 
 /// Runs FIX of given ids and shapes its reply. With the truth unavailable,
@@ -335,14 +329,14 @@ pub fn fix_ids<A: GilAccess, T: TruthSource>(
     let mut truth_error: Option<BridgeError> = None;
     for rule in &plan.rules {
         if truth_error.is_some() {
-            truths.push(HashMap::new());
+            truths.push(TruthMap::default());
             continue;
         }
         match truth_for_ids(truth, rule, &plan.ids, plan.now) {
             Ok(t) => truths.push(t),
             Err(e) => {
                 truth_error = Some(e);
-                truths.push(HashMap::new());
+                truths.push(TruthMap::default());
             }
         }
     }
@@ -366,9 +360,7 @@ pub fn fix_ids<A: GilAccess, T: TruthSource>(
             crate::drift_check::read_keys(access, &keys, &rule.rule.kind, window, plan.scan_batch)
                 .map_err(|_| FixIdsError::Fix(FixError::Expired))?;
         for ((id, key), cached) in plan.ids.iter().zip(keys).zip(cached) {
-            let truth_text = std::str::from_utf8(id)
-                .ok()
-                .and_then(|id| truths[i].get(id));
+            let truth_text = truths[i].get(id.as_slice());
             let known = truth_text.is_some();
             let truth_value = truth_text.cloned().flatten();
             if !slots.owns_key(&key) {

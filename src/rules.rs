@@ -1,5 +1,5 @@
 //! The rules file: which families of cache keys are checked, and against
-//! which truth (DESIGN section 2). Parsing and validation only; nothing here
+//! which truth. Parsing and validation only; nothing here
 //! touches Redis or PostgreSQL.
 
 use std::fmt;

@@ -40,10 +40,12 @@ fn tick(ctx: &Context, _: ()) {
     if RUNNING.load(Ordering::Acquire) || !writes::is_primary(ctx) {
         return;
     }
-    let due = due_rules(Instant::now());
+    let now = Instant::now();
+    let due = due_rules(now);
     if due.is_empty() {
         return;
     }
+    let names: Vec<String> = due.iter().map(|r| r.rule.name.clone()).collect();
     RUNNING.store(true, Ordering::Release);
     let submitted = state::lanes().truth.try_submit(Box::new(move || {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(due)));
@@ -55,9 +57,10 @@ fn tick(ctx: &Context, _: ()) {
         }
         RUNNING.store(false, Ordering::Release);
     }));
-    if submitted.is_err() {
+    match submitted {
+        Ok(()) => mark_run(&names, now),
         // The lane is full of operators' commands: try again next tick.
-        RUNNING.store(false, Ordering::Release);
+        Err(_) => RUNNING.store(false, Ordering::Release),
     }
 }
 
@@ -70,7 +73,7 @@ fn interval_of(rule: &LoadedRule) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs))
 }
 
-/// The rules due now; marks them as run. A rule first seen waits a full interval.
+/// The rules due now. A rule first seen waits a full interval.
 fn due_rules(now: Instant) -> Vec<Arc<LoadedRule>> {
     let rules = state::rules();
     let mut guard = LAST_RUN.lock().unwrap();
@@ -82,11 +85,19 @@ fn due_rules(now: Instant) -> Vec<Arc<LoadedRule>> {
         };
         let last = *last_run.entry(rule.rule.name.clone()).or_insert(now);
         if now.duration_since(last) >= interval {
-            last_run.insert(rule.rule.name.clone(), now);
             due.push(Arc::clone(rule));
         }
     }
     due
+}
+
+/// Records that these rules' run was queued at `now`.
+fn mark_run(names: &[String], now: Instant) {
+    let mut guard = LAST_RUN.lock().unwrap();
+    let last_run = guard.get_or_insert_with(HashMap::new);
+    for name in names {
+        last_run.insert(name.clone(), now);
+    }
 }
 
 /// Seconds until the next scheduled run, or None when nothing is scheduled.

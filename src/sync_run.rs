@@ -1,6 +1,6 @@
 //! The synchronous path for Lua and MULTI, where a command cannot block: only
 //! small, ID-scoped work, on the main thread, with its own PostgreSQL connection
-//! and the short `sync-timeout-ms` statement timeout (DESIGN section 4 point 6).
+//! and the short `sync-timeout-ms` statement timeout.
 //!
 //! PostgreSQL's statement timeout only works on a server that answers. A peer
 //! that keeps the TCP connection open but never answers (a frozen server, a

@@ -1,4 +1,4 @@
-//! Verification against writes in flight (DESIGN section 4, step 4).
+//! Verification against writes in flight.
 //!
 //! Writer threads do what the seed 000 application does: insert a ledger row,
 //! then INCRBYFLOAT the user's weekly cache, over and over, while a full CHECK

@@ -1,5 +1,4 @@
-//! The module inside MULTI/EXEC and Lua, where a command cannot block (DESIGN
-//! section 4 point 6): ID-scoped CHECK and FIX of at most `sync-max-keys` ids and
+//! The module inside MULTI/EXEC and Lua, where a command cannot block: ID-scoped CHECK and FIX of at most `sync-max-keys` ids and
 //! PURGE with a LIMIT run synchronously; anything larger is refused with
 //! `ERR too large for a script or MULTI: ...`, and a refusal changes nothing.
 //!

@@ -2,7 +2,7 @@
 
 use redis_module::{Context, RedisResult, RedisString};
 
-use super::{cannot_block, guarded, select_rules, Outcome};
+use super::{cannot_block, guarded, render, select_rules, Outcome};
 use crate::args::{parse_check, ReplyFormat};
 use crate::blocking::run_on_lane;
 use crate::config;
@@ -66,9 +66,5 @@ pub fn check(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// Records the check for STATUS and INFO and renders it in the asked format.
 fn finish(report: &CheckReport, limit: usize, format: ReplyFormat) -> Reply {
     stats::record_check(report);
-    let reply = report.to_reply(limit);
-    match format {
-        ReplyFormat::Resp => reply,
-        ReplyFormat::Json => Reply::text(reply.to_json()),
-    }
+    render(report.to_reply(limit), format)
 }

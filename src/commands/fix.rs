@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use consistency_bridge::{BridgeError, TruthRow};
 use redis_module::{Context, RedisResult, RedisString};
 
-use super::{cannot_block, guarded, select_rules, Outcome};
+use super::{cannot_block, guarded, render, select_rules, Outcome};
 use crate::args::{parse_fix, FixArgs, FixTarget, ReplyFormat};
 use crate::blocking::run_on_lane;
 use crate::commands::check::DEFAULT_LIMIT;
@@ -111,13 +111,6 @@ fn pool_truth(pool: Arc<consistency_bridge::PgPool>) -> PoolTruth {
     PoolTruth {
         pool,
         statement_timeout: config::statement_timeout(),
-    }
-}
-
-fn render(reply: Reply, format: ReplyFormat) -> Reply {
-    match format {
-        ReplyFormat::Resp => reply,
-        ReplyFormat::Json => Reply::text(reply.to_json()),
     }
 }
 

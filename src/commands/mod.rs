@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use redis_module::{Context, ContextFlags, RedisResult, RedisString, RedisValue};
 
+use crate::args::ReplyFormat;
 use crate::blocking::panic_message;
 use crate::error::CommandError;
 use crate::reply::Reply;
@@ -79,4 +80,12 @@ pub fn select_rules(names: &[String]) -> Result<Vec<Arc<LoadedRule>>, CommandErr
         }
     }
     Ok(selected)
+}
+
+/// A reply in the format the command asked for: as is, or one JSON string.
+pub fn render(reply: Reply, format: ReplyFormat) -> Reply {
+    match format {
+        ReplyFormat::Resp => reply,
+        ReplyFormat::Json => Reply::text(reply.to_json()),
+    }
 }
