@@ -56,15 +56,75 @@ pg_bin() {
     printf '%s\n' "$found"
 }
 
-# Whether libclang (needed by bindgen when building redis-module) is present.
+# libclang_dirs [ROOT]: the directories bindgen's clang-sys searches for libclang,
+# in its order (clang-sys 1.x, build/common.rs): $LIBCLANG_PATH alone when set;
+# else `llvm-config --prefix`/{bin,lib,lib64}, $LD_LIBRARY_PATH, $LIBRARY_PATH and
+# the fixed patterns below. ROOT (default /) is prefixed to the fixed patterns, so
+# a test can point it at a tree of its own.
+libclang_dirs() {
+    local root=${1:-} dir prefix
+    if [ -n "${LIBCLANG_PATH:-}" ]; then
+        printf '%s\n' "$LIBCLANG_PATH"
+        return 0
+    fi
+    if [ -z "$root" ] && prefix=$(llvm-config --prefix 2>/dev/null) && [ -n "$prefix" ]; then
+        printf '%s\n' "$prefix/bin" "$prefix/lib" "$prefix/lib64"
+    fi
+    local IFS=:
+    for dir in ${LD_LIBRARY_PATH:-} ${LIBRARY_PATH:-}; do
+        [ -n "$dir" ] && printf '%s\n' "$dir"
+    done
+    unset IFS
+    for dir in "$root"/usr/local/llvm*/lib* "$root"/usr/local/lib*/*/* "$root"/usr/local/lib*/* \
+        "$root"/usr/local/lib* "$root"/usr/lib*/*/* "$root"/usr/lib*/* "$root"/usr/lib*; do
+        [ -d "$dir" ] && printf '%s\n' "$dir"
+    done
+}
+
+# libclang_library [ROOT]: prints the first shared library clang-sys would load
+# (`libclang.so`, `libclang-*.so`, `libclang.so.*`, `libclang-*.so.*`; never
+# `libclang-cpp`, which is another library), or fails when there is none.
+libclang_library() {
+    local dir file name
+    while IFS= read -r dir; do
+        for file in "$dir"/libclang.so "$dir"/libclang-*.so "$dir"/libclang.so.* "$dir"/libclang-*.so.*; do
+            [ -f "$file" ] || continue
+            name=${file##*/}
+            case $name in *-cpp.*) continue ;; esac
+            printf '%s\n' "$file"
+            return 0
+        done
+    done < <(libclang_dirs "${1:-}")
+    return 1
+}
+
+# libclang_headers [ROOT]: prints clang's builtin headers directory (stddef.h and
+# friends; libclang-common-*-dev), which libclang needs to parse redismodule.h.
+libclang_headers() {
+    local root=${1:-} header
+    for header in "$root"/usr/lib/llvm-*/lib/clang/*/include/stddef.h \
+        "$root"/usr/lib/clang/*/include/stddef.h "$root"/usr/local/lib/clang/*/include/stddef.h; do
+        if [ -f "$header" ]; then
+            printf '%s\n' "${header%/stddef.h}"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# have_libclang [ROOT]: whether bindgen (building redis-module) can run: a
+# libclang it loads and clang's builtin headers. Says what is missing otherwise.
 have_libclang() {
-    if [ -n "${LIBCLANG_PATH:-}" ] && ls "$LIBCLANG_PATH"/libclang*.so* >/dev/null 2>&1; then
+    local root=${1:-} missing=()
+    libclang_library "$root" >/dev/null || missing+=("libclang shared library (libclang.so, libclang-<version>.so[.N])")
+    libclang_headers "$root" >/dev/null || missing+=("clang builtin headers (clang/<version>/include/stddef.h)")
+    if [ ${#missing[@]} -eq 0 ]; then
         return 0
     fi
-    if command -v ldconfig >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so'; then
-        return 0
-    fi
-    ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/*/libclang*.so* >/dev/null 2>&1
+    local part text=""
+    for part in "${missing[@]}"; do text="${text:+$text; }$part"; done
+    log "libclang missing: $text"
+    return 1
 }
 
 APT_UPDATED=${APT_UPDATED:-}
