@@ -6,7 +6,6 @@
 //! database); rewriting needs the truth, so it is refused without it.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -192,16 +191,13 @@ fn log_repair(ctx: &Context, item: &RepairItem<'_>, before: &CachedKey, action: 
     let old = before.display().unwrap_or_default();
     let truth = e.truth.clone().unwrap_or_default();
     log::info!(
-        "{}",
-        log_safe(&format!(
-            "consistency: {} {} (rule {}, id {}, cached '{}', truth '{}')",
-            action.name(),
-            bytes_as_text(&e.key),
-            e.rule,
-            bytes_as_text(&e.id),
-            old,
-            truth
-        ))
+        "consistency: {} {} (rule {}, id {}, cached '{}', truth '{}')",
+        action.name(),
+        bytes_as_text(&e.key),
+        e.rule,
+        bytes_as_text(&e.id),
+        old,
+        truth
     );
     writes::audit(
         ctx,
@@ -214,21 +210,6 @@ fn log_repair(ctx: &Context, item: &RepairItem<'_>, before: &CachedKey, action: 
             ("action", action.name().as_bytes()),
         ],
     );
-}
-
-/// Text fit for one log line: control characters are written as `\xNN`. A NUL
-/// would make the logger panic (after the write it reports), a newline would
-/// forge a line; keys and values may hold both.
-pub fn log_safe(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            let _ = write!(out, "\\x{:02x}", u32::from(c));
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The value a rewrite writes: the truth as PostgreSQL returned it (NULL is 0).
@@ -566,15 +547,4 @@ pub fn fix_all<A: GilAccess>(
     fields.push(("changed", Reply::Int(changed as i64)));
     fields.push(("skipped", Reply::Int(skipped as i64)));
     Ok(Reply::Map(fields))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::log_safe;
-
-    #[test]
-    fn log_lines_escape_control_characters() {
-        assert_eq!(log_safe("user:4:cost"), "user:4:cost");
-        assert_eq!(log_safe("a\0b\nc\u{85}é"), "a\\x00b\\x0ac\\x85é");
-    }
 }

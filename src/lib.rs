@@ -18,6 +18,7 @@ pub mod fast_hash;
 pub mod fix;
 pub mod glob;
 pub mod keyspace;
+pub mod logging;
 pub mod purge;
 pub mod reply;
 pub mod report;
@@ -38,7 +39,7 @@ use redis_module::configuration::{ConfigurationContext, ConfigurationFlags};
 use redis_module::{raw, redis_module, Context, RedisString, Status};
 
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
-    let _ = redis_module::logging::setup();
+    logging::setup(ctx);
     state::load_rules_at_start(&config::rules_file());
     state::rebuild_pool();
     let _ = state::lanes();
@@ -75,53 +76,61 @@ fn pool_changed<T>(_ctx: &ConfigurationContext, _name: &str, _value: &'static T)
     }
 }
 
-const IMMUTABLE: ConfigurationFlags = ConfigurationFlags::IMMUTABLE;
-const DEFAULT: ConfigurationFlags = ConfigurationFlags::DEFAULT;
+/// The registration. redis-module's macro logs through its own helpers (which
+/// pass the text as a printf format); its messages are fixed text and parse
+/// errors naming no value, so here, and only here, clippy lets it.
+#[allow(clippy::disallowed_methods)]
+mod registration {
+    use super::*;
 
-redis_module! {
-    name: "consistency",
-    version: 1,
-    // Working memory (a check's truth map) must not count toward maxmemory.
-    allocator: (std::alloc::System, std::alloc::System),
-    data_types: [],
-    init: init,
-    deinit: deinit,
-    commands: [
-        ["consistency.check", commands::check::check, "readonly", 0, 0, 0, ""],
-        ["consistency.status", commands::status::status, "readonly", 0, 0, 0, ""],
-        ["consistency.rules", commands::rules::rules, "readonly", 0, 0, 0, ""],
-        ["consistency.reload", commands::reload::reload, "write", 0, 0, 0, ""],
-        ["consistency.fix", commands::fix::fix, "write", 0, 0, 0, ""],
-        ["consistency.purge", commands::purge::purge, "write", 0, 0, 0, ""],
-    ],
-    configurations: [
-        i64: [
-            ["pg-connect-timeout-ms", &config::PG_CONNECT_TIMEOUT_MS, 2000, 1, 600_000, DEFAULT, Some(Box::new(pool_changed))],
-            ["pg-statement-timeout-ms", &config::PG_STATEMENT_TIMEOUT_MS, 30000, 1, 86_400_000, DEFAULT, None],
-            ["job-timeout-ms", &config::JOB_TIMEOUT_MS, 60000, 1, 86_400_000, DEFAULT, None],
-            ["workers", &config::WORKERS, 2, 1, 64, IMMUTABLE, None],
-            ["pool-size", &config::POOL_SIZE, 4, 1, 256, IMMUTABLE, None],
-            ["scan-batch", &config::SCAN_BATCH, 500, 1, 100_000, DEFAULT, None],
-            ["verify-rounds", &config::VERIFY_ROUNDS, 2, 1, 10, DEFAULT, None],
-            ["check-interval-sec", &config::CHECK_INTERVAL_SEC, 0, 0, 31_536_000, DEFAULT, None],
-            ["db", &config::DB, 0, 0, 1_000_000, DEFAULT, None],
-            ["audit-maxlen", &config::AUDIT_MAXLEN, 100_000, 0, i64::MAX, DEFAULT, None],
-            ["sync-timeout-ms", &config::SYNC_TIMEOUT_MS, 250, 1, 60_000, DEFAULT, None],
-            ["sync-max-keys", &config::SYNC_MAX_KEYS, 1000, 0, 1_000_000, DEFAULT, None],
-            ["max-queue", &config::MAX_QUEUE, 64, 1, 100_000, IMMUTABLE, None],
+    const IMMUTABLE: ConfigurationFlags = ConfigurationFlags::IMMUTABLE;
+    const DEFAULT: ConfigurationFlags = ConfigurationFlags::DEFAULT;
+
+    redis_module! {
+        name: "consistency",
+        version: 1,
+        // Working memory (a check's truth map) must not count toward maxmemory.
+        allocator: (std::alloc::System, std::alloc::System),
+        data_types: [],
+        init: init,
+        deinit: deinit,
+        commands: [
+            ["consistency.check", commands::check::check, "readonly", 0, 0, 0, ""],
+            ["consistency.status", commands::status::status, "readonly", 0, 0, 0, ""],
+            ["consistency.rules", commands::rules::rules, "readonly", 0, 0, 0, ""],
+            ["consistency.reload", commands::reload::reload, "write", 0, 0, 0, ""],
+            ["consistency.fix", commands::fix::fix, "write", 0, 0, 0, ""],
+            ["consistency.purge", commands::purge::purge, "write", 0, 0, 0, ""],
         ],
-        string: [
-            ["pg-url", &config::PG_URL, config::DEFAULT_PG_URL, DEFAULT, Some(Box::new(pool_changed))],
-            ["pg-password-file", &config::PG_PASSWORD_FILE, "", IMMUTABLE, None],
-            ["rules-file", &config::RULES_FILE, "", DEFAULT, None],
-            ["threshold", &config::THRESHOLD, "5.0", DEFAULT, None],
-            ["audit-stream", &config::AUDIT_STREAM, "", DEFAULT, None],
-            ["notify-channel", &config::NOTIFY_CHANNEL, "consistency:events", DEFAULT, None],
-        ],
-        bool: [
-            ["autofix", &config::AUTOFIX, false, DEFAULT, None],
-        ],
-        enum: [],
-        module_args_as_configuration: true,
-    ]
+        configurations: [
+            i64: [
+                ["pg-connect-timeout-ms", &config::PG_CONNECT_TIMEOUT_MS, 2000, 1, 600_000, DEFAULT, Some(Box::new(pool_changed))],
+                ["pg-statement-timeout-ms", &config::PG_STATEMENT_TIMEOUT_MS, 30000, 1, 86_400_000, DEFAULT, None],
+                ["job-timeout-ms", &config::JOB_TIMEOUT_MS, 60000, 1, 86_400_000, DEFAULT, None],
+                ["workers", &config::WORKERS, 2, 1, 64, IMMUTABLE, None],
+                ["pool-size", &config::POOL_SIZE, 4, 1, 256, IMMUTABLE, None],
+                ["scan-batch", &config::SCAN_BATCH, 500, 1, 100_000, DEFAULT, None],
+                ["verify-rounds", &config::VERIFY_ROUNDS, 2, 1, 10, DEFAULT, None],
+                ["check-interval-sec", &config::CHECK_INTERVAL_SEC, 0, 0, 31_536_000, DEFAULT, None],
+                ["db", &config::DB, 0, 0, 1_000_000, DEFAULT, None],
+                ["audit-maxlen", &config::AUDIT_MAXLEN, 100_000, 0, i64::MAX, DEFAULT, None],
+                ["sync-timeout-ms", &config::SYNC_TIMEOUT_MS, 250, 1, 60_000, DEFAULT, None],
+                ["sync-max-keys", &config::SYNC_MAX_KEYS, 1000, 0, 1_000_000, DEFAULT, None],
+                ["max-queue", &config::MAX_QUEUE, 64, 1, 100_000, IMMUTABLE, None],
+            ],
+            string: [
+                ["pg-url", &config::PG_URL, config::DEFAULT_PG_URL, DEFAULT, Some(Box::new(pool_changed))],
+                ["pg-password-file", &config::PG_PASSWORD_FILE, "", IMMUTABLE, None],
+                ["rules-file", &config::RULES_FILE, "", DEFAULT, None],
+                ["threshold", &config::THRESHOLD, "5.0", DEFAULT, None],
+                ["audit-stream", &config::AUDIT_STREAM, "", DEFAULT, None],
+                ["notify-channel", &config::NOTIFY_CHANNEL, "consistency:events", DEFAULT, None],
+            ],
+            bool: [
+                ["autofix", &config::AUTOFIX, false, DEFAULT, None],
+            ],
+            enum: [],
+            module_args_as_configuration: true,
+        ]
+    }
 }

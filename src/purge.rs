@@ -83,11 +83,8 @@ pub fn run_purge<A: GilAccess>(plan: &PurgePlan, access: &A) -> Result<Reply, Fi
     let duration_ms = started.elapsed().as_millis() as u64;
     if !plan.dry_run {
         log::info!(
-            "{}",
-            crate::fix::log_safe(&format!(
-                "consistency: PURGE {} deleted {deleted} of {matched} matching keys in {duration_ms} ms",
-                plan.target.describe()
-            ))
+            "consistency: PURGE {} deleted {deleted} of {matched} matching keys in {duration_ms} ms",
+            plan.target.describe()
         );
         access.with_gil(|ctx| {
             // A failover after the last slice: the summary is not written either.

@@ -9,8 +9,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-mod common;
-
 /// Runs `have_libclang ROOT` from scripts/lib.sh with clang-sys's own search
 /// variables cleared; returns (found, what it printed on stderr).
 fn have_libclang(root: &Path) -> (bool, String) {
@@ -32,6 +30,20 @@ fn have_libclang(root: &Path) -> (bool, String) {
     )
 }
 
+/// A fresh directory standing for a machine's root.
+fn temp_root(tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "rc-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 fn touch(root: &Path, relative: &str) -> PathBuf {
     let path = root.join(relative);
     fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -41,7 +53,7 @@ fn touch(root: &Path, relative: &str) -> PathBuf {
 
 #[test]
 fn libclang_cpp_alone_is_missing() {
-    let root = common::temp_dir("libclang-cpp-only");
+    let root = temp_root("libclang-cpp-only");
     // What the base image ships: libclang-cpp14, in both places Debian puts it.
     touch(&root, "usr/lib/x86_64-linux-gnu/libclang-cpp.so.14");
     touch(&root, "usr/lib/llvm-14/lib/libclang-cpp.so.14");
@@ -54,7 +66,7 @@ fn libclang_cpp_alone_is_missing() {
 
 #[test]
 fn a_library_without_clang_headers_is_missing() {
-    let root = common::temp_dir("libclang-no-headers");
+    let root = temp_root("libclang-no-headers");
     touch(&root, "usr/lib/x86_64-linux-gnu/libclang-14.so.1");
     let (found, said) = have_libclang(&root);
     assert!(!found, "{said}");
@@ -71,7 +83,7 @@ fn what_libclang_dev_installs_is_found() {
         "usr/lib/llvm-14/lib/libclang.so.1",
         "usr/lib/x86_64-linux-gnu/libclang-14.so",
     ] {
-        let root = common::temp_dir("libclang-dev");
+        let root = temp_root("libclang-dev");
         touch(&root, "usr/lib/x86_64-linux-gnu/libclang-cpp.so.14");
         touch(&root, library);
         touch(&root, "usr/lib/llvm-14/lib/clang/14.0.6/include/stddef.h");
