@@ -29,6 +29,7 @@ pub mod state;
 pub mod stats;
 pub mod sync_run;
 pub mod template;
+pub mod template_overlap;
 pub mod test_hooks;
 pub mod writes;
 

@@ -214,6 +214,21 @@ impl RuleSet {
             }
             let rule = rule_from_fields(name.clone(), fields)
                 .map_err(|problem| in_rule(&name, problem))?;
+            // Two rules claiming one key would each call the other's keys orphans.
+            for earlier in &rules {
+                if let Some(key) = earlier.key.overlap(&rule.key) {
+                    return Err(in_rule(
+                        &name,
+                        format!(
+                            "key template {} can match the same keys as rule '{}' ({}), for example {}",
+                            quote(rule.key.source()),
+                            earlier.name,
+                            quote(earlier.key.source()),
+                            quote(&crate::reply::bytes_as_text(&key))
+                        ),
+                    ));
+                }
+            }
             rules.push(rule);
         }
         Ok(RuleSet { rules })
@@ -259,7 +274,7 @@ impl RuleSet {
 }
 
 /// The fields a rule may have, in the order the file format documents them.
-const RULE_FIELDS: [&str; 12] = [
+const RULE_FIELDS: [&str; 13] = [
     "name",
     "kind",
     "key",
@@ -272,6 +287,7 @@ const RULE_FIELDS: [&str; 12] = [
     "missing",
     "require_ttl",
     "interval_sec",
+    "ids_may_contain_colon",
 ];
 
 /// Checks the document is `{"rules": [...]}` and returns the array.
@@ -386,10 +402,26 @@ fn rule_from_fields(name: String, fields: &[(String, Node)]) -> Result<Rule, Str
         }
     }
 
+    let colon_in_id = match lookup(fields, "ids_may_contain_colon") {
+        None => false,
+        Some(Node::Bool(allowed)) => *allowed,
+        Some(other) => {
+            return Err(format!(
+                "field 'ids_may_contain_colon' must be true or false, got {}",
+                describe(other)
+            ))
+        }
+    };
     let key = match lookup(fields, "key") {
         None => return Err("missing field 'key'".to_string()),
         Some(Node::String(source)) => {
-            KeyTemplate::parse(source).map_err(|error| format!("field 'key': {error}"))?
+            let key =
+                KeyTemplate::parse(source).map_err(|error| format!("field 'key': {error}"))?;
+            if colon_in_id {
+                key.allowing_colon_in_id()
+            } else {
+                key
+            }
         }
         Some(other) => {
             return Err(format!(

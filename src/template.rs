@@ -9,11 +9,16 @@ pub const PLACEHOLDER: &str = "{id}";
 /// A key template such as `user:{id}:cost_weekly`: the exact token `{id}`
 /// appears once; every other char (braces included) is literal, so
 /// `user:{{id}}:cost` matches `user:{4}:cost` with id `4`.
+///
+/// The id is one or more bytes and holds no `:` (Redis's separator) unless the
+/// rule allows it: otherwise `u:{id}` would claim every `u:4:w` of a rule
+/// `u:{id}:w`, and every application key under its prefix (`...:abc:lock`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyTemplate {
     prefix: Vec<u8>,
     suffix: Vec<u8>,
     source: String,
+    colon_in_id: bool,
 }
 
 /// Why a key template was refused.
@@ -69,7 +74,19 @@ impl KeyTemplate {
             prefix: source.as_bytes()[..at].to_vec(),
             suffix: source.as_bytes()[at + PLACEHOLDER.len()..].to_vec(),
             source: source.to_string(),
+            colon_in_id: false,
         })
+    }
+
+    /// The same template, its ids allowed to hold `:` (`ids_may_contain_colon`).
+    pub fn allowing_colon_in_id(mut self) -> KeyTemplate {
+        self.colon_in_id = true;
+        self
+    }
+
+    /// Whether ids may hold `:`.
+    pub fn colon_in_id(&self) -> bool {
+        self.colon_in_id
     }
 
     /// The template as written, e.g. `user:{id}:cost_weekly`.
@@ -96,8 +113,9 @@ impl KeyTemplate {
         key
     }
 
-    /// The id part of `key` if it matches (prefix and suffix, non-empty id
-    /// between them), else None. Works on arbitrary bytes.
+    /// The id part of `key` if it matches (prefix and suffix, a non-empty id
+    /// between them, without `:` unless allowed), else None. Works on
+    /// arbitrary bytes.
     pub fn id_of<'k>(&self, key: &'k [u8]) -> Option<&'k [u8]> {
         // Prefix and suffix must not overlap and must leave at least one byte.
         if key.len() <= self.prefix.len() + self.suffix.len() {
@@ -106,7 +124,27 @@ impl KeyTemplate {
         if !key.starts_with(&self.prefix) || !key.ends_with(&self.suffix) {
             return None;
         }
-        Some(&key[self.prefix.len()..key.len() - self.suffix.len()])
+        let id = &key[self.prefix.len()..key.len() - self.suffix.len()];
+        (self.colon_in_id || !id.contains(&b':')).then_some(id)
+    }
+
+    /// A key both templates match, if there is one: two rules whose templates
+    /// can claim the same key would each call the other's keys orphans.
+    pub fn overlap(&self, other: &KeyTemplate) -> Option<Vec<u8>> {
+        crate::template_overlap::common_key(&self.atoms(), &other.atoms())
+    }
+
+    /// The template as a sequence of atoms, for [`KeyTemplate::overlap`].
+    fn atoms(&self) -> Vec<Atom> {
+        let id = if self.colon_in_id {
+            Atom::AnyBytes
+        } else {
+            Atom::AnyBut(b':')
+        };
+        let mut atoms: Vec<Atom> = self.prefix.iter().map(|&b| Atom::Byte(b)).collect();
+        atoms.push(id);
+        atoms.extend(self.suffix.iter().map(|&b| Atom::Byte(b)));
+        atoms
     }
 
     /// A Redis glob (SCAN MATCH / KEYS) matching every key of this template:
@@ -128,6 +166,14 @@ impl fmt::Display for KeyTemplate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.source)
     }
+}
+
+/// One step of a template: a literal byte, or a placeholder's one or more bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Atom {
+    Byte(u8),
+    AnyBytes,
+    AnyBut(u8),
 }
 
 /// Appends `literal` to `glob` so that Redis's glob matcher reads it literally.
@@ -257,12 +303,30 @@ mod tests {
             "a{id}a",
             "u:{{id}}",
         ] {
-            let t = template(source);
+            let strict = template(source);
+            let wide = template(source).allowing_colon_in_id();
             for &id in ids {
-                let key = t.key_for(id);
-                assert_eq!(t.id_of(&key), Some(id), "{source} with id {id:?}");
+                let key = wide.key_for(id);
+                assert_eq!(wide.id_of(&key), Some(id), "{source} with id {id:?}");
+                let expected = (!id.contains(&b':')).then_some(id);
+                assert_eq!(strict.id_of(&key), expected, "{source} with id {id:?}");
             }
         }
+    }
+
+    #[test]
+    fn ids_hold_no_colon_unless_allowed() {
+        let presence = template("mcp:connection:state:{id}");
+        assert_eq!(
+            presence.id_of(b"mcp:connection:state:abc"),
+            Some(&b"abc"[..])
+        );
+        assert_eq!(presence.id_of(b"mcp:connection:state:abc:lock"), None);
+        assert_eq!(template("u:{id}").id_of(b"u:4:w"), None);
+        assert_eq!(
+            template("u:{id}").allowing_colon_in_id().id_of(b"u:4:w"),
+            Some(&b"4:w"[..])
+        );
     }
 
     #[test]
@@ -312,7 +376,9 @@ mod tests {
         assert_eq!(template("a{id}a").id_of(b"aaa"), Some(&b"a"[..]));
         assert_eq!(template("aa{id}aa").id_of(b"aaaaa"), Some(&b"a"[..]));
         assert_eq!(
-            template("user:{id}:cost").id_of(b"user:user:1:cost:cost"),
+            template("user:{id}:cost")
+                .allowing_colon_in_id()
+                .id_of(b"user:user:1:cost:cost"),
             Some(&b"user:1:cost"[..])
         );
     }
