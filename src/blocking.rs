@@ -7,9 +7,11 @@
 //! the client on every path: a normal reply, an error, a panic caught in the job,
 //! a full lane, or the timeout (after which a late reply is discarded by Redis).
 
+use std::collections::HashMap;
 use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -32,6 +34,28 @@ pub struct BlockedJob {
     tsc: *mut raw::RedisModuleCtx,
     deadline: Instant,
     answered: bool,
+    /// Set on the main thread when the client got its answer some other way:
+    /// the timeout, CLIENT UNBLOCK (which runs the timeout callback) or a
+    /// disconnect. Read with the GIL held before every write.
+    answered_early: Arc<AtomicBool>,
+}
+
+/// The jobs' early-answer flags, by blocked-client handle, so the timeout and
+/// disconnect callbacks (which get only the handle) can set them.
+static EARLY_ANSWERS: Mutex<Option<HashMap<usize, Arc<AtomicBool>>>> = Mutex::new(None);
+
+fn mark_answered_early(client: *mut raw::RedisModuleBlockedClient) {
+    let guard = EARLY_ANSWERS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(flag) = guard.as_ref().and_then(|m| m.get(&(client as usize))) {
+        flag.store(true, Ordering::SeqCst);
+    }
+}
+
+extern "C" fn on_disconnect(
+    _ctx: *mut raw::RedisModuleCtx,
+    client: *mut raw::RedisModuleBlockedClient,
+) {
+    mark_answered_early(client);
 }
 
 // The raw pointers are only used under the rules of the module API: replies need
@@ -43,6 +67,9 @@ extern "C" fn on_timeout(
     _argv: *mut *mut raw::RedisModuleString,
     _argc: c_int,
 ) -> c_int {
+    if let Some(handle) = unsafe { raw::RedisModule_GetBlockedClientHandle } {
+        mark_answered_early(unsafe { handle(ctx) });
+    }
     let message = format!(
         "ERR timeout: the job did not finish within consistency.job-timeout-ms ({} ms)",
         config::job_timeout().as_millis()
@@ -59,16 +86,27 @@ impl BlockedJob {
             raw::RedisModule_BlockClient.unwrap()(ctx.ctx, None, Some(on_timeout), None, timeout_ms)
         };
         let tsc = unsafe { raw::RedisModule_GetThreadSafeContext.unwrap()(client) };
+        let answered_early = Arc::new(AtomicBool::new(false));
+        EARLY_ANSWERS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(HashMap::new)
+            .insert(client as usize, Arc::clone(&answered_early));
+        if let Some(set_callback) = unsafe { raw::RedisModule_SetDisconnectCallback } {
+            unsafe { set_callback(client, Some(on_disconnect)) };
+        }
         BlockedJob {
             client,
             tsc,
             deadline: Instant::now() + timeout,
             answered: false,
+            answered_early,
         }
     }
 
+    /// Past the deadline, or the client already has its answer.
     pub fn expired(&self) -> bool {
-        Instant::now() >= self.deadline
+        Instant::now() >= self.deadline || self.answered_early.load(Ordering::SeqCst)
     }
 
     /// Sends the one answer and unblocks the client.
@@ -91,10 +129,25 @@ impl GilAccess for BlockedJob {
             Ok(())
         }
     }
+
+    fn answered(&self) -> bool {
+        self.expired()
+    }
+
+    fn may_wait_for_writes(&self) -> bool {
+        true
+    }
 }
 
 impl Drop for BlockedJob {
     fn drop(&mut self) {
+        if let Some(map) = EARLY_ANSWERS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            map.remove(&(self.client as usize));
+        }
         if !self.answered {
             respond::send(
                 &Context::new(self.tsc),

@@ -15,7 +15,7 @@ use redis_module::Context;
 use crate::cluster_view;
 use crate::compare::{parse_number, CachedKey, CachedValue, DriftEntry, Status};
 use crate::drift_check::{epoch_ms, sendable_ids, to_map, window_start, TruthMap, TruthSource};
-use crate::keyspace::{read_key, Expired, GilAccess};
+use crate::keyspace::{read_key, Expired, GilAccess, WriteStop};
 use crate::reply::{bytes_as_text, Reply};
 use crate::report::entry_reply;
 use crate::rules::{FixPolicy, RuleKind};
@@ -61,7 +61,22 @@ pub enum FixError {
     NotPrimary {
         changed: u64,
     },
+    /// Writes stayed paused (CLIENT PAUSE, a failover) past the job's time.
+    WritesPaused {
+        changed: u64,
+    },
     Write(String),
+}
+
+impl FixError {
+    /// Why a write hold wrote nothing, after `changed` changes.
+    pub fn stopped(stop: WriteStop, changed: u64) -> FixError {
+        match stop {
+            WriteStop::Answered => FixError::Expired,
+            WriteStop::NotPrimary => FixError::NotPrimary { changed },
+            WriteStop::StillPaused => FixError::WritesPaused { changed },
+        }
+    }
 }
 
 impl From<Expired> for FixError {
@@ -79,6 +94,10 @@ impl std::fmt::Display for FixError {
             FixError::NotPrimary { changed } => write!(
                 f,
                 "not a primary: this node is a replica now; repairs stopped after {changed} changes"
+            ),
+            FixError::WritesPaused { changed } => write!(
+                f,
+                "timeout: writes stayed paused (CLIENT PAUSE or a failover) past consistency.job-timeout-ms; repairs stopped after {changed} changes"
             ),
             FixError::Write(e) => write!(f, "a repair write failed: {e}"),
         }
@@ -119,17 +138,22 @@ pub fn apply_repairs<A: GilAccess>(
         // Before the first slice too: a job whose client was already answered
         // with a timeout (FIX ALL after a long check) must not start repairing.
         access.between_slices()?;
-        access.with_gil(|ctx| -> Result<(), FixError> {
-            if !dry_run && !writes::is_primary(ctx) {
-                return Err(FixError::NotPrimary { changed });
-            }
+        let before = changed;
+        let mut slice = |ctx: &Context| -> Result<(), FixError> {
             for item in chunk {
                 let action = repair_one(ctx, item, now, dry_run)?;
                 changed += u64::from(action.changed());
                 actions.push(action);
             }
             Ok(())
-        })?;
+        };
+        if dry_run {
+            access.with_gil(slice)?;
+        } else {
+            access
+                .write_hold(&mut slice)
+                .map_err(|stop| FixError::stopped(stop, before))??;
+        }
     }
     stats::FIXES_TOTAL.fetch_add(changed, std::sync::atomic::Ordering::Relaxed);
     Ok(actions)

@@ -22,6 +22,62 @@ pub trait GilAccess {
     /// Called between slices: pauses so the main thread is never starved, and
     /// answers `Err` once the job's deadline has passed.
     fn between_slices(&self) -> Result<(), Expired>;
+    /// Whether the job is over for its client: answered by the deadline, by
+    /// CLIENT UNBLOCK or gone with a disconnect. No write may follow that.
+    fn answered(&self) -> bool {
+        false
+    }
+    /// Whether this caller may wait, GIL released, while writes are paused: a
+    /// worker may; the main thread (scripts, MULTI) must not, and never meets a
+    /// pause anyway (Redis holds paused clients' commands back).
+    fn may_wait_for_writes(&self) -> bool {
+        false
+    }
+
+    /// Runs `f`, which writes, in one GIL hold, and only while writing is safe:
+    /// the client still waits for this job, this node is a primary, and writes
+    /// are not paused (CLIENT PAUSE WRITE, FAILOVER, CLUSTER FAILOVER: a module
+    /// write then trips an assertion in Redis when the GIL is released). While
+    /// paused it waits, GIL released, until the pause ends or the job's time does.
+    /// Checked and written in one hold, so nothing can change in between.
+    fn write_hold<R>(&self, f: impl FnOnce(&Context) -> R) -> Result<R, WriteStop> {
+        let mut f = Some(f);
+        loop {
+            let done = self.with_gil(|ctx| {
+                if self.answered() {
+                    return Err(WriteStop::Answered);
+                }
+                if self.may_wait_for_writes() && crate::writes::writes_paused() {
+                    return Ok(None);
+                }
+                if !crate::writes::is_primary(ctx) {
+                    return Err(WriteStop::NotPrimary);
+                }
+                Ok(f.take().map(|f| f(ctx)))
+            })?;
+            if let Some(result) = done {
+                return Ok(result);
+            }
+            std::thread::sleep(PAUSED_WRITES_POLL);
+            if self.answered() {
+                return Err(WriteStop::StillPaused);
+            }
+        }
+    }
+}
+
+/// How often a job waiting for paused writes looks again.
+const PAUSED_WRITES_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Why [`GilAccess::write_hold`] wrote nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteStop {
+    /// The client has its answer (deadline, CLIENT UNBLOCK, disconnect).
+    Answered,
+    /// This node is a replica now (a failover).
+    NotPrimary,
+    /// Writes stayed paused until the job's time ran out.
+    StillPaused,
 }
 
 /// The job ran out of time; its client has been (or will be) answered with a timeout.

@@ -4,6 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use redis_module::Context;
+
 use crate::fix::FixError;
 use crate::glob::glob_match;
 use crate::keyspace::{GilAccess, KeyScan};
@@ -52,7 +54,8 @@ pub fn run_purge<A: GilAccess>(plan: &PurgePlan, access: &A) -> Result<Reply, Fi
     let mut deleted = 0u64;
     let mut found: Vec<Vec<u8>> = Vec::with_capacity(plan.scan_batch);
     while !scan.is_done() && matched < limit {
-        access.with_gil(|ctx| -> Result<(), FixError> {
+        let before = deleted;
+        let mut slice = |ctx: &Context| -> Result<(), FixError> {
             found.clear();
             scan.next_slice(ctx, plan.scan_batch, &mut |key| {
                 if matched + found.len() < limit && plan.target.matches(key) {
@@ -60,21 +63,22 @@ pub fn run_purge<A: GilAccess>(plan: &PurgePlan, access: &A) -> Result<Reply, Fi
                 }
             });
             matched += found.len();
-            if plan.dry_run {
-                return Ok(());
-            }
-            // Checked at every hold, matches or not: a PURGE also writes its
-            // audit entry, which a replica must not get either.
-            if !writes::is_primary(ctx) {
-                return Err(FixError::NotPrimary { changed: deleted });
-            }
-            if found.is_empty() {
+            if plan.dry_run || found.is_empty() {
                 return Ok(());
             }
             let keys: Vec<&[u8]> = found.iter().map(Vec::as_slice).collect();
             deleted += writes::unlink(ctx, &keys).map_err(FixError::Write)? as u64;
             Ok(())
-        })?;
+        };
+        if plan.dry_run {
+            access.with_gil(slice)?;
+        } else {
+            // Every hold, matches or not, is a write hold: a PURGE also writes
+            // its audit entry, which a replica must not get either.
+            access
+                .write_hold(&mut slice)
+                .map_err(|stop| FixError::stopped(stop, before))??;
+        }
         if !scan.is_done() {
             access.between_slices()?;
         }
@@ -86,11 +90,8 @@ pub fn run_purge<A: GilAccess>(plan: &PurgePlan, access: &A) -> Result<Reply, Fi
             "consistency: PURGE {} deleted {deleted} of {matched} matching keys in {duration_ms} ms",
             plan.target.describe()
         );
-        access.with_gil(|ctx| {
-            // A failover after the last slice: the summary is not written either.
-            if !writes::is_primary(ctx) {
-                return;
-            }
+        // A failover or a pause after the last slice: no summary then.
+        let _ = access.write_hold(|ctx| {
             writes::audit(
                 ctx,
                 &[

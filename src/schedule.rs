@@ -150,11 +150,19 @@ impl GilAccess for Detached {
 
     fn between_slices(&self) -> Result<(), Expired> {
         thread::sleep(crate::blocking::SLICE_PAUSE);
-        if Instant::now() >= self.deadline {
+        if self.answered() {
             Err(Expired)
         } else {
             Ok(())
         }
+    }
+
+    fn answered(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    fn may_wait_for_writes(&self) -> bool {
+        true
     }
 }
 

@@ -16,6 +16,16 @@ pub fn is_primary(ctx: &Context) -> bool {
     ctx.get_flags().contains(ContextFlags::MASTER)
 }
 
+/// Whether writes are paused right now (CLIENT PAUSE, FAILOVER, CLUSTER
+/// FAILOVER): Redis then asks modules to avoid traffic to replicas, and a module
+/// write from a thread would trip its pause assertion. The caller holds the GIL.
+pub fn writes_paused() -> bool {
+    match unsafe { raw::RedisModule_AvoidReplicaTraffic } {
+        Some(paused) => unsafe { paused() != 0 },
+        None => false,
+    }
+}
+
 fn call(ctx: &Context, command: &str, args: &[&[u8]]) -> Result<i64, String> {
     let options = CallOptionsBuilder::new()
         .replicate()
