@@ -27,7 +27,7 @@ pub static SCAN_BATCH: AtomicI64 = AtomicI64::new(500);
 pub static VERIFY_ROUNDS: AtomicI64 = AtomicI64::new(2);
 pub static CHECK_INTERVAL_SEC: AtomicI64 = AtomicI64::new(0);
 pub static AUTOFIX: AtomicBool = AtomicBool::new(false);
-pub static DB: AtomicI64 = AtomicI64::new(0);
+pub static DB: DbConfig = DbConfig(AtomicI64::new(0));
 pub static AUDIT_STREAM: Mutex<String> = Mutex::new(String::new());
 pub static AUDIT_MAXLEN: AtomicI64 = AtomicI64::new(100_000);
 pub static NOTIFY_CHANNEL: Mutex<String> = Mutex::new(String::new());
@@ -86,7 +86,7 @@ pub fn autofix() -> bool {
     AUTOFIX.load(Ordering::Relaxed)
 }
 pub fn db() -> i32 {
-    int(&DB) as i32
+    int(&DB.0) as i32
 }
 pub fn audit_stream() -> String {
     AUDIT_STREAM.lock().unwrap().clone()
@@ -153,6 +153,27 @@ impl ConfigurationValue<RedisString> for RulesFileConfig {
             crate::state::load_rules(&path).map_err(|e| RedisError::String(e.to_string()))?;
         }
         *self.0.lock().unwrap() = path;
+        Ok(())
+    }
+}
+
+/// `consistency.db`: the database scheduled checks use. A number at or above
+/// `databases` is refused (on CONFIG SET and at load), or scheduled runs would
+/// select nothing and check db 0.
+pub struct DbConfig(AtomicI64);
+
+impl ConfigurationValue<i64> for DbConfig {
+    fn get(&self, _ctx: &ConfigurationContext) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, _ctx: &ConfigurationContext, val: i64) -> Result<(), RedisError> {
+        if !crate::keyspace::database_exists(val) {
+            return Err(RedisError::String(format!(
+                "db must name an existing database (0 to databases-1), got {val}"
+            )));
+        }
+        self.0.store(val, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -96,6 +96,25 @@ impl GilAccess for MainThread<'_> {
     }
 }
 
+/// Whether database `db` exists (below `databases`): selecting it succeeds.
+/// Called on the main thread (config set, at load or CONFIG SET).
+pub fn database_exists(db: i64) -> bool {
+    let Ok(db) = c_int::try_from(db) else {
+        return false;
+    };
+    unsafe {
+        let ctx = raw::RedisModule_GetThreadSafeContext.unwrap()(ptr::null_mut());
+        let selected = raw::RedisModule_SelectDb.unwrap()(ctx, db);
+        raw::RedisModule_FreeThreadSafeContext.unwrap()(ctx);
+        selected == raw::REDISMODULE_OK as c_int
+    }
+}
+
+/// Selects database `db` on `ctx`; false when there is no such database.
+pub fn select_db(ctx: &Context, db: i32) -> bool {
+    unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db) == raw::REDISMODULE_OK as c_int }
+}
+
 /// An in-process SCAN over the whole keyspace of the selected db.
 pub struct KeyScan {
     cursor: *mut raw::RedisModuleScanCursor,

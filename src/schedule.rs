@@ -126,14 +126,20 @@ struct Detached {
 }
 
 impl Detached {
-    fn new(db: i32, timeout: Duration) -> Detached {
+    /// Fails when `db` is no database (databases shrank since it was set).
+    fn new(db: i32, timeout: Duration) -> Result<Detached, String> {
         let tsc = unsafe { raw::RedisModule_GetThreadSafeContext.unwrap()(std::ptr::null_mut()) };
         let detached = Detached {
             tsc,
             deadline: Instant::now() + timeout,
         };
-        detached.with_gil(|ctx| unsafe { raw::RedisModule_SelectDb.unwrap()(ctx.ctx, db) });
-        detached
+        if detached.with_gil(|ctx| crate::keyspace::select_db(ctx, db)) {
+            Ok(detached)
+        } else {
+            Err(format!(
+                "consistency.db {db} is not a database of this server"
+            ))
+        }
     }
 }
 
@@ -178,7 +184,16 @@ fn run(rules: Vec<Arc<LoadedRule>>) {
         scan_batch: config::scan_batch(),
         now: SystemTime::now(),
     };
-    let access = Detached::new(config::db(), config::job_timeout());
+    let access = match Detached::new(config::db(), config::job_timeout()) {
+        Ok(access) => access,
+        Err(e) => {
+            log::warn!(
+                "consistency: scheduled check of {} failed: {e}",
+                names.join(", ")
+            );
+            return;
+        }
+    };
     let mut truth = match state::pool() {
         Ok(pool) => PoolTruth {
             pool,
