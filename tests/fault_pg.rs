@@ -658,14 +658,14 @@ fn the_password_is_never_shown_in_replies_info_or_the_log() {
     );
     visible_text(&redis, &mut c, &mut seen);
 
-    // The URL form, masked as user:***@host.
+    // The URL form, shown as the key=value text it parses to.
     let uri = format!("postgresql://app_hh55m:{PW_URI}@127.0.0.1:{port}/postgres");
     call_ok(&mut c, &["CONFIG", "SET", "consistency.pg-url", &uri]);
     assert_eq!(drifted_keys(&check_json(&mut c, &[])), ["u:2:spend"]);
     let status = call_ok(&mut c, &["CONSISTENCY.STATUS"]);
     assert_eq!(
         as_str(field(field(&status, "pg"), "url")),
-        format!("postgresql://app_hh55m:***@127.0.0.1:{port}/postgres")
+        format!("host=127.0.0.1 port={port} user=app_hh55m dbname=postgres password=***")
     );
     visible_text(&redis, &mut c, &mut seen);
 

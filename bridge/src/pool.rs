@@ -9,6 +9,7 @@ use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
 
 use crate::error::{classify, classify_connect, BridgeError};
+use crate::secret::url_error_reason;
 pub use crate::secret::{read_password_file, redact_url};
 
 /// How long a connection may sit silent before the kernel probes it, so a
@@ -69,11 +70,7 @@ impl PgSettings {
     /// keepalives.
     fn pg_config(&self) -> Result<postgres::Config, BridgeError> {
         let mut config = postgres::Config::from_str(&self.url).map_err(|e| {
-            // The parser's messages name the option, never its value.
-            let cause = std::error::Error::source(&e)
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| e.to_string());
-            BridgeError::Config(format!("invalid pg-url: {cause}"))
+            BridgeError::Config(format!("invalid pg-url: {}", url_error_reason(&e)))
         })?;
         if self.connect_timeout.is_zero() {
             return Err(BridgeError::Config(
@@ -271,27 +268,43 @@ mod tests {
 
     #[test]
     fn debug_hides_password() {
-        let s = PgSettings {
-            url: "host=h password=topsecret".into(),
-            password: Some("alsosecret".into()),
-            ..PgSettings::default()
-        };
-        let text = format!("{s:?}");
-        assert!(
-            !text.contains("topsecret") && !text.contains("alsosecret"),
-            "{text}"
-        );
+        for url in [
+            "host=h password=topsecret",
+            "host=h\u{a0}password=topsecret",
+            "POSTGRESQL://u:topsecret@h/db",
+            "postgres://h/db?PASSWORD=topsecret",
+        ] {
+            let s = PgSettings {
+                url: url.into(),
+                password: Some("alsosecret".into()),
+                ..PgSettings::default()
+            };
+            let text = format!("{s:?}");
+            assert!(
+                !text.contains("topsecret") && !text.contains("alsosecret"),
+                "{text}"
+            );
+        }
     }
 
     #[test]
     fn bad_url_is_config_error() {
-        let s = PgSettings {
-            url: "host=h bogus_option=1 password=topsecret".into(),
-            ..PgSettings::default()
-        };
-        match PgPool::new(&s) {
-            Err(BridgeError::Config(r)) => assert!(!r.contains("topsecret"), "{r}"),
-            other => panic!("expected Config, got {other:?}"),
+        for url in [
+            "host=h bogus_option=1 password=topsecret",
+            // The parser's own message would quote these up to the '='.
+            "host=h password=top topsecret=1",
+            "POSTGRESQL://u:topsecret@h/db?sslmode=disable",
+        ] {
+            let s = PgSettings {
+                url: url.into(),
+                ..PgSettings::default()
+            };
+            match PgPool::new(&s) {
+                Err(BridgeError::Config(r)) => {
+                    assert_eq!(r, "invalid pg-url: unknown option", "{url:?}")
+                }
+                other => panic!("expected Config, got {other:?}"),
+            }
         }
     }
 

@@ -1,5 +1,10 @@
-//! Keeping the PostgreSQL password out of sight: reading it from a file and
-//! redacting it from connection strings before they are shown or logged.
+//! Keeping the PostgreSQL password out of sight: reading it from a file, and
+//! showing connection strings without it.
+
+use std::str::FromStr;
+
+use postgres::config::{Host, SslMode};
+use postgres::Config;
 
 use crate::error::{io_reason, BridgeError};
 
@@ -27,170 +32,354 @@ pub fn read_password_file(path: &str) -> Result<String, BridgeError> {
     Ok(password.to_string())
 }
 
-/// Returns `url` with every password replaced by `***`, for display.
+/// How pg-url is shown (STATUS, `Debug` of the settings): the configuration
+/// as the driver parses it, rendered as libpq `key=value` text with the
+/// password as `***`.
 ///
-/// Handles libpq key=value strings (`password=x`, `password = 'x y'`) and
-/// URLs (`postgres://user:secret@host/db`, `?password=secret`).
+/// Rendering from the parsed form rather than masking the raw text means the
+/// display cannot disagree with the parser about where a password is (an
+/// upper-case scheme, a non-ASCII space before `password=`, ...). Text that
+/// does not parse is not shown at all.
 pub fn redact_url(url: &str) -> String {
-    let trimmed = url.trim_start();
-    if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
-        redact_uri(url)
-    } else {
-        redact_key_value(url)
+    match Config::from_str(url) {
+        Ok(config) if stray_at_sign(&config) => STRAY_AT.to_string(),
+        Ok(config) => render(&config),
+        Err(e) => format!("(pg-url cannot be parsed: {})", url_error_reason(&e)),
     }
 }
 
-fn redact_uri(url: &str) -> String {
-    let scheme_end = url.find("://").map_or(0, |i| i + 3);
-    let (head, rest) = url.split_at(scheme_end);
-    // The user info ends at the last '@' before the query string. A password
-    // may hold an unescaped '/', so the path is not a safe boundary; taking
-    // the last '@' errs towards hiding too much rather than too little.
-    let query_at = rest.find('?').unwrap_or(rest.len());
-    let (before_query, query) = rest.split_at(query_at);
-    let mut out = String::from(head);
-    match before_query.rfind('@') {
-        Some(at) => {
-            let userinfo = &before_query[..at];
-            match userinfo.find(':') {
-                Some(colon) => {
-                    out.push_str(&userinfo[..=colon]);
-                    out.push_str(MASK);
-                }
-                None => out.push_str(userinfo),
-            }
-            out.push_str(&before_query[at..]);
-        }
-        None => out.push_str(before_query),
-    }
-    out.push_str(&redact_query(query));
-    out
+const STRAY_AT: &str =
+    "(pg-url not shown: '@' in a host or dbname, as from an unescaped '@' in a URL password)";
+
+/// The URL parser ends the user info at the first '@', so a password holding
+/// a raw '@' spills its tail into the host or dbname ("u:p@ss/w@h/db" gives
+/// host "ss", dbname "w@h/db"). A later '@' must then land in one of them.
+fn stray_at_sign(config: &Config) -> bool {
+    let host_has_at = config
+        .get_hosts()
+        .iter()
+        .any(|h| matches!(h, Host::Tcp(name) if name.contains('@')));
+    host_has_at || config.get_dbname().is_some_and(|d| d.contains('@'))
 }
 
-/// Masks `password=...` parameters in a URL query string ("?a=b&password=c").
-fn redact_query(query: &str) -> String {
-    let Some(params) = query.strip_prefix('?') else {
-        return query.to_string();
-    };
-    let (params, fragment) = match params.find('#') {
-        Some(i) => params.split_at(i),
-        None => (params, ""),
-    };
-    let masked: Vec<String> = params
-        .split('&')
-        .map(|p| match p.split_once('=') {
-            Some((k, _)) if k == "password" => format!("{k}={MASK}"),
-            _ => p.to_string(),
+/// Fields in libpq's order, except the password last; options the pool sets
+/// itself (keepalives) are left out. Empty lists and unset fields are omitted.
+fn render(config: &Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            Host::Tcp(name) => name.clone(),
+            Host::Unix(dir) => dir.to_string_lossy().into_owned(),
         })
         .collect();
-    format!("?{}{fragment}", masked.join("&"))
+    let hostaddrs: Vec<String> = config
+        .get_hostaddrs()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let ports: Vec<String> = config.get_ports().iter().map(|p| p.to_string()).collect();
+    let ssl_mode = match config.get_ssl_mode() {
+        SslMode::Prefer => None, // the default
+        SslMode::Disable => Some("disable"),
+        SslMode::Require => Some("require"),
+        _ => Some("unknown"),
+    };
+    let fields = [
+        ("host", Some(hosts.join(",")).filter(|s| !s.is_empty())),
+        (
+            "hostaddr",
+            Some(hostaddrs.join(",")).filter(|s| !s.is_empty()),
+        ),
+        ("port", Some(ports.join(",")).filter(|s| !s.is_empty())),
+        ("user", config.get_user().map(str::to_string)),
+        ("dbname", config.get_dbname().map(str::to_string)),
+        ("options", config.get_options().map(str::to_string)),
+        (
+            "application_name",
+            config.get_application_name().map(str::to_string),
+        ),
+        ("sslmode", ssl_mode.map(str::to_string)),
+        (
+            "connect_timeout",
+            config
+                .get_connect_timeout()
+                .map(|t| t.as_secs().to_string()),
+        ),
+    ];
+    let mut out: Vec<String> = fields
+        .into_iter()
+        .filter_map(|(key, value)| value.map(|v| format!("{key}={}", quote(&v))))
+        .collect();
+    if config.get_password().is_some() {
+        out.push(format!("password={MASK}"));
+    }
+    out.join(" ")
 }
 
-/// Walks a libpq `key = value` string, copying it verbatim except for the
-/// values of `password` keys.
-fn redact_key_value(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = String::with_capacity(s.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        // Copy whitespace.
-        let start = i;
-        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        out.push_str(&s[start..i]);
-        // Key.
-        let key_start = i;
-        while i < bytes.len() && bytes[i] != b'=' && !bytes[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        let key = &s[key_start..i];
-        out.push_str(key);
-        // Spaces, '=', spaces.
-        let sep_start = i;
-        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        if i >= bytes.len() || bytes[i] != b'=' {
-            // Not key=value: copy what we skipped and go on with the next word.
-            out.push_str(&s[sep_start..i]);
-            continue;
-        }
-        i += 1;
-        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        out.push_str(&s[sep_start..i]);
-        // Value: quoted with backslash escapes, or up to the next space.
-        let value_start = i;
-        if i < bytes.len() && bytes[i] == b'\'' {
-            i += 1;
-            while i < bytes.len() && bytes[i] != b'\'' {
-                i += if bytes[i] == b'\\' { 2 } else { 1 };
-            }
-            i = (i + 1).min(bytes.len());
-        } else {
-            while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
-                i += if bytes[i] == b'\\' { 2 } else { 1 };
-            }
-            i = i.min(bytes.len());
-        }
-        if key == "password" {
-            out.push_str(MASK);
-        } else {
-            out.push_str(&s[value_start..i]);
-        }
+/// Quotes a value the libpq way when the parser would otherwise split or
+/// unescape it.
+fn quote(value: &str) -> String {
+    let plain = !value.is_empty()
+        && !value
+            .chars()
+            .any(|c| c.is_whitespace() || c == '\'' || c == '\\');
+    if plain {
+        return value.to_string();
     }
-    out
+    let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
+    format!("'{escaped}'")
+}
+
+/// Options the parser names in "invalid value for option `x`".
+const CHECKED_OPTIONS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "sslmode",
+    "sslnegotiation",
+    "connect_timeout",
+    "tcp_user_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+];
+
+/// Why the driver refused pg-url, in words that quote nothing from it.
+///
+/// The driver's own messages may: an "unknown option" can be a mistyped URL
+/// with its password, or the tail of an unquoted password holding a space;
+/// "unexpected character" quotes a character. So only fixed texts come out.
+pub(crate) fn url_error_reason(e: &postgres::Error) -> String {
+    let text = std::error::Error::source(e)
+        .map(|c| c.to_string())
+        .unwrap_or_default();
+    if let Some(option) = CHECKED_OPTIONS
+        .iter()
+        .find(|o| text == format!("invalid value for option `{o}`"))
+    {
+        return format!("invalid value for {option}");
+    }
+    let reason = if text.starts_with("unknown option") {
+        "unknown option"
+    } else if text.starts_with("unexpected") {
+        "expected key=value pairs or a postgres:// URL"
+    } else if text.starts_with("unterminated quoted") {
+        "unterminated quoted value"
+    } else if text == "unterminated parameter" {
+        "URL parameter without ="
+    } else if text.starts_with("invalid utf-8") {
+        "percent-encoding is not UTF-8"
+    } else {
+        "malformed"
+    };
+    reason.to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Shows `url`, checking that the password "secret" is not in it.
+    fn shown(url: &str) -> String {
+        let text = redact_url(url);
+        assert!(!text.contains("secret"), "{url:?} shown as {text:?}");
+        text
+    }
+
+    const NOT_KEY_VALUE: &str =
+        "(pg-url cannot be parsed: expected key=value pairs or a postgres:// URL)";
+
+    // The forms the old pattern-based redaction showed verbatim.
+
+    #[test]
+    fn upper_case_scheme_is_not_shown() {
+        // The driver knows only lower-case schemes, so this is not a URL to it.
+        assert_eq!(shown("POSTGRESQL://u:secret@h/db"), NOT_KEY_VALUE);
+        assert_eq!(shown("Postgres://u:secret@h/db"), NOT_KEY_VALUE);
+    }
+
+    #[test]
+    fn upper_case_query_key_is_not_shown() {
+        // The driver rejects `PASSWORD` as an unknown option.
+        assert_eq!(
+            shown("postgres://h/db?PASSWORD=secret"),
+            "(pg-url cannot be parsed: unknown option)"
+        );
+    }
+
+    #[test]
+    fn one_slash_url_is_not_shown() {
+        assert_eq!(shown("postgresql:/u:secret@h"), NOT_KEY_VALUE);
+    }
+
+    #[test]
+    fn non_ascii_space_before_password_is_masked() {
+        // The driver splits on any Unicode whitespace, so this sets a password.
+        assert_eq!(shown("host=h\u{a0}password=secret"), "host=h password=***");
+        assert_eq!(
+            shown("host=h\u{3000}password=secret\u{2003}user=u"),
+            "host=h user=u password=***"
+        );
+    }
+
+    #[test]
+    fn unescaped_at_sign_in_url_password_is_not_shown() {
+        // The driver takes "p" as the password; the rest would show as
+        // host and dbname.
+        for url in [
+            "postgresql://u:p@ss/w@secret@h:5433/db",
+            "postgres://u:p@secret@h/db",
+            "postgres://u:p@ss@secret@h",
+        ] {
+            assert_eq!(shown(url), STRAY_AT, "{url:?}");
+        }
+    }
+
+    #[test]
+    fn parse_errors_quote_nothing() {
+        let cases = [
+            // The driver would name the whole text as an unknown option.
+            (
+                "POSTGRESQL://u:secret@h/db?sslmode=x",
+                "(pg-url cannot be parsed: unknown option)",
+            ),
+            // An unquoted password with a space: its tail becomes a key.
+            (
+                "host=h password=my secret=1",
+                "(pg-url cannot be parsed: unknown option)",
+            ),
+            // The driver would quote the character after the key.
+            ("host=h pass secret=x", NOT_KEY_VALUE),
+            ("host=h password", NOT_KEY_VALUE),
+            (
+                "host=h password='secret",
+                "(pg-url cannot be parsed: unterminated quoted value)",
+            ),
+            (
+                "postgres://u:secret@h/db?sslmode=bogus",
+                "(pg-url cannot be parsed: invalid value for sslmode)",
+            ),
+            (
+                "postgres://u:secret@h:x/db",
+                "(pg-url cannot be parsed: invalid value for port)",
+            ),
+            (
+                "postgres://u:secret@h/db?secret",
+                "(pg-url cannot be parsed: URL parameter without =)",
+            ),
+            (
+                "postgres://u:secret@h/db%FF",
+                "(pg-url cannot be parsed: percent-encoding is not UTF-8)",
+            ),
+        ];
+        for (url, want) in cases {
+            assert_eq!(shown(url), want, "{url:?}");
+        }
+    }
+
+    // Ordinary forms.
+
     #[test]
     fn key_value_forms() {
-        assert_eq!(
-            redact_url("host=h password=secret user=u"),
-            "host=h password=*** user=u"
-        );
-        assert_eq!(
-            redact_url("host=h password = 'x y' dbname=d"),
-            "host=h password = *** dbname=d"
-        );
-        assert_eq!(
-            redact_url(r"password='it\'s secret' host=h"),
-            "password=*** host=h"
-        );
-        assert_eq!(redact_url("password=a\\ b"), "password=***");
-        assert_eq!(redact_url("host=h passwd=x"), "host=h passwd=x");
-        assert_eq!(redact_url("host=h password="), "host=h password=***");
-        assert_eq!(redact_url("host=h user=u"), "host=h user=u");
+        let cases = [
+            (
+                "host=h password=secret user=u",
+                "host=h user=u password=***",
+            ),
+            (
+                "host=db user=app password = 'x secret y' dbname=costs",
+                "host=db user=app dbname=costs password=***",
+            ),
+            (r"password='it\'s secret' host=h", "host=h password=***"),
+            (r"password=a\ secret host=h", "host=h password=***"),
+            ("host=h password=''", "host=h password=***"),
+            ("host=h user=u dbname=d", "host=h user=u dbname=d"),
+            (
+                "host=h1,h2 port=5432,5433 user=u password=secret",
+                "host=h1,h2 port=5432,5433 user=u password=***",
+            ),
+            (
+                "host=/var/run/postgresql dbname=d password=secret",
+                "host=/var/run/postgresql dbname=d password=***",
+            ),
+            (
+                "hostaddr=127.0.0.1 sslmode=require connect_timeout=5 password=secret",
+                "hostaddr=127.0.0.1 sslmode=require connect_timeout=5 password=***",
+            ),
+            (
+                "application_name=é password=ü host=h",
+                "host=h application_name=é password=***",
+            ),
+        ];
+        for (url, want) in cases {
+            assert_eq!(shown(url), want, "{url:?}");
+        }
     }
 
     #[test]
-    fn uri_forms() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h/db"),
-            "postgres://u:***@h/db"
-        );
-        assert_eq!(
-            redact_url("postgresql://u:p@ss/w@h:5432/db?sslmode=disable"),
-            "postgresql://u:***@h:5432/db?sslmode=disable"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
-        assert_eq!(
-            redact_url("postgres://h/db?user=u&password=s3&x=1#f"),
-            "postgres://h/db?user=u&password=***&x=1#f"
-        );
+    fn url_forms() {
+        let cases = [
+            (
+                "postgres://u:secret@h/db",
+                "host=h port=5432 user=u dbname=db password=***",
+            ),
+            (
+                "postgresql://u:p%40ss%2Fw%40secret@h:5433/db?sslmode=disable",
+                "host=h port=5433 user=u dbname=db sslmode=disable password=***",
+            ),
+            (
+                "postgres://h/db?user=u&password=secret&application_name=my%20app",
+                "host=h port=5432 user=u dbname=db application_name='my app' password=***",
+            ),
+            (
+                "postgres://u:secret@h1,h2:5433/db",
+                "host=h1,h2 port=5432,5433 user=u dbname=db password=***",
+            ),
+            (
+                "postgres://%2Fvar%2Frun%2Fpostgresql/db",
+                "host=/var/run/postgresql port=5432 dbname=db",
+            ),
+            ("postgres://u@h/db", "host=h port=5432 user=u dbname=db"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(shown(url), want, "{url:?}");
+        }
     }
 
     #[test]
-    fn multibyte_text_survives() {
+    fn no_password_no_password_field() {
+        for url in [
+            "host=h user=u dbname=d",
+            "postgres://u@h/db",
+            "host=/tmp",
+            "",
+        ] {
+            assert!(!shown(url).contains("password"), "{url:?}");
+        }
+        assert_eq!(shown(""), "");
+    }
+
+    #[test]
+    fn values_are_quoted_and_read_back_alike() {
+        let url =
+            r"host=h user='it\'s me' options='-c search_path=a' application_name='a\\b' dbname=''";
+        let text = shown(url);
         assert_eq!(
-            redact_url("application_name=é password=ü host=h"),
-            "application_name=é password=*** host=h"
+            text,
+            r"host=h user='it\'s me' dbname='' options='-c search_path=a' application_name='a\\b'"
         );
+        let (a, b) = (
+            Config::from_str(url).unwrap(),
+            Config::from_str(&text).unwrap(),
+        );
+        assert_eq!(a.get_user(), b.get_user());
+        assert_eq!(a.get_dbname(), b.get_dbname());
+        assert_eq!(a.get_options(), b.get_options());
+        assert_eq!(a.get_application_name(), b.get_application_name());
     }
 }

@@ -202,12 +202,12 @@ fn password_file_is_read_and_trimmed() {
 fn redact_url_hides_passwords_in_both_forms() {
     assert_eq!(
         redact_url("host=db user=app password='x y' dbname=costs"),
-        "host=db user=app password=*** dbname=costs"
+        "host=db user=app dbname=costs password=***"
     );
     assert_eq!(redact_url("host=db password=plain"), "host=db password=***");
     assert_eq!(
         redact_url("postgres://u:secret@h/db"),
-        "postgres://u:***@h/db"
+        "host=h port=5432 user=u dbname=db password=***"
     );
     assert_eq!(redact_url("host=db user=app"), "host=db user=app");
 }
