@@ -1,4 +1,4 @@
-//! Reliability: a fuzz pass over every command with a fixed seed.
+//! Reliability: fuzz passes over every command with a fixed seed.
 //!
 //! Thousands of random argument vectors (keywords in any case, huge, negative and
 //! odd numbers, binary and empty strings, long id lists, glob patterns) go to
@@ -15,11 +15,31 @@
 //!   deleted or rewrote (FIX) or as many keys as it says it deleted (PURGE), and
 //!   the data set is then restored.
 //!
-//! A second test compares PURGE MATCH (its own glob matcher) with Redis's KEYS on
+//! A second test feeds hostile text, the class that once crashed redis-server
+//! (a `%n` in a PURGE pattern became a printf format): printf directives and
+//! format-like text (`%n %s %x %p %% %*d %1$s {} {0} ${x} %(name)s`, `\x00` written
+//! as text), 1 MB arguments, invalid UTF-8, NUL, CR/LF, empty strings, huge
+//! numbers and negative zeros, in every command's arguments and option values,
+//! over RESP2, RESP3 and `FORMAT json`. The data holds the same: keys under every
+//! rule's template whose ids hold `%n%s`, invalid UTF-8, NUL, CR/LF, and values
+//! holding them; ids and values of 64 KB under the `fix none` rule (read by CHECK,
+//! deleted by PURGE), and PostgreSQL endpoints whose ids hold directives (reported
+//! as missing). FIX (ids and ALL) and PURGE run for real in a scratch db (SELECT
+//! 9; db 0 must come out unchanged), refilled after every call that changed it.
+//! Any reply or `ERR` is fine; a lost connection or a 30 s timeout fails with the
+//! call. Meanwhile a thread PINGs every ~10 ms on its own connection: the slowest
+//! must stay under 100 ms (`FUZZ_PING_MS`); the server must be alive at the end
+//! and its log free of "crashed", "BUG REPORT" and panics.
+//!
+//! An ignored test holds what that pass found: FIX repairing keys with 64 KB
+//! names or values stalls the server over 100 ms (a module bug, not fixed here).
+//!
+//! A third test compares PURGE MATCH (its own glob matcher) with Redis's KEYS on
 //! random patterns over tricky key names: they must match the same keys.
 //!
-//! The PRNG is a 64-bit xorshift*, seeded with `FUZZ_SEED` (default fixed);
-//! `FUZZ_CALLS` scales the number of calls.
+//! The PRNG is a 64-bit xorshift*, seeded with `FUZZ_SEED` (default fixed; the
+//! hostile pass prints it in every failure with the call); `FUZZ_CALLS` scales
+//! the number of calls (the hostile pass makes a quarter as many).
 //!
 //! Run: `cargo test --release --features test-hooks --test fuzz`
 
@@ -28,7 +48,10 @@ mod fault_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use common::{ledger, TestRedis, CHECK_FIELDS};
 use fault_support::{digest, ping, snapshot};
@@ -1455,6 +1478,685 @@ fn random_arguments_get_well_formed_replies_and_change_nothing_they_should_not()
     assert!(
         changed_calls >= 20,
         "phase B changed data only {changed_calls} times"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Hostile text: in every argument, and in key names and values in the data
+// ---------------------------------------------------------------------------
+
+/// The db the hostile pass reads, fixes and purges: CHECK, FIX and PURGE act on
+/// the caller's selected db, so db 0 (filled too) must come out unchanged.
+const SCRATCH_DB: i64 = 9;
+
+/// printf directives and other format-like text.
+const FORMAT_TEXT: [&str; 24] = [
+    "%n",
+    "%s",
+    "%x",
+    "%p",
+    "%%",
+    "%*d",
+    "%1$s",
+    "%2$n",
+    "{}",
+    "{0}",
+    "{id}",
+    "${x}",
+    "\\x00",
+    "\\n",
+    "%(name)s",
+    "%n%n%n%n%n%n%n%n",
+    "%s%s%s%s%s%s%s%s",
+    "%.*s",
+    "%99999999s",
+    "%ls",
+    "%-0+ #d",
+    "%c%c%c",
+    "%",
+    "100%",
+];
+
+/// Bytes that are not text: invalid UTF-8, NUL, CR/LF, a RESP frame, escapes.
+const ODD_BYTES: [&[u8]; 15] = [
+    b"\xff",
+    b"\xfe\xff",
+    b"\xc3\x28",
+    b"\xed\xa0\x80",
+    b"\xf4\x90\x80\x80",
+    b"\xc0\x80",
+    b"\0",
+    b"a\0b",
+    b"\r\n",
+    b"\r",
+    b"\n",
+    b"\r\n*1\r\n$4\r\nPING\r\n",
+    b"\x1b[2J",
+    b"\x7f",
+    b"",
+];
+
+/// Numbers at and past every limit, and negative zeros.
+const ODD_NUMBERS: [&str; 16] = [
+    "-0",
+    "-0.0",
+    "-0e0",
+    "-.0",
+    "+0",
+    "-0x0",
+    "1e99999",
+    "-1e99999",
+    "1e-99999",
+    "4.9e-324",
+    "-9223372036854775809",
+    "9223372036854775808",
+    "340282366920938463463374607431768211456",
+    "0x7fffffffffffffff",
+    "1%n",
+    "%d",
+];
+
+const MB: usize = 1 << 20;
+
+/// The ids of the hostile keys put in the data (under every rule's template).
+fn hostile_ids() -> Vec<Vec<u8>> {
+    let mut ids: Vec<Vec<u8>> = [
+        &b"%n%s"[..],
+        b"%n%n%n%n%n%n%n%n%s%s%s%s",
+        b"%x%p%%%*d",
+        b"%1$s%2$n",
+        b"{}{0}${x}",
+        b"%(name)s",
+        b"\\x00\\r\\n",
+        b"\xff\xfe",
+        b"\xc3\x28%n",
+        b"a\0b",
+        b"\0",
+        b"a\r\nb",
+        b"\r\n",
+        b"",
+        b"-0",
+        b"99999999999999999999999",
+    ]
+    .iter()
+    .map(|b| b.to_vec())
+    .collect();
+    ids.push(b"%n".repeat(32 * 1024));
+    ids.push(b"%s\xff\0\r\n".repeat(64 * 1024 / 6));
+    ids
+}
+
+/// Values for the hostile keys (and under ordinary ids).
+fn hostile_values() -> Vec<Vec<u8>> {
+    let mut values: Vec<Vec<u8>> = [
+        &b"%n%s%x%p"[..],
+        b"%s%n",
+        b"\xff\xfe",
+        b"1\x002",
+        b"1\r\n2",
+        b"",
+        b"-0",
+        b"1e309",
+        b"nan",
+        b"%1$s{}${x}",
+    ]
+    .iter()
+    .map(|b| b.to_vec())
+    .collect();
+    values.push(b"%s".repeat(32 * 1024));
+    values
+}
+
+/// Endpoints PostgreSQL knows whose ids are hostile text (PostgreSQL text holds
+/// no NUL and no invalid UTF-8): the truth side reports them too.
+const HOSTILE_ENDPOINTS: [(&str, bool); 4] = [
+    ("%n%s", true),
+    ("%1$s{}{0}${x}", true),
+    ("a\r\nb", true),
+    ("%(name)s%n", false),
+];
+
+/// Longer than this, a key name or value is "big" (the 64 KB ones).
+const BIG: usize = 1024;
+
+/// The ordinary data set plus a key under every rule for every hostile id, with
+/// hostile values (strings, hash fields, window members, a wrong type).
+///
+/// Unless `big_fixable`, keys with a 64 KB name or value go only under `frozen`
+/// (fix none): CHECK reads and reports them, PURGE deletes them, FIX leaves them
+/// alone; FIX repairing such keys stalls the server (see the ignored test
+/// `fix_of_keys_with_64kb_names_keeps_ping_under_100ms`).
+fn fill_hostile(c: &mut Connection, pg: &common::TestPg, big_fixable: bool) {
+    fill(c, pg);
+    let values = hostile_values();
+    let mut p = redis::pipe();
+    for (i, id) in hostile_ids().iter().enumerate() {
+        for (r, (rule, _)) in RULES.iter().enumerate() {
+            let key = key_of(rule, id).unwrap();
+            let value = &values[(i + r) % values.len()];
+            if !big_fixable && *rule != "frozen" && (id.len() > BIG || value.len() > BIG) {
+                continue;
+            }
+            match *rule {
+                "quota" => p.cmd("HSET").arg(key).arg("weekly").arg(value).ignore(),
+                "cost_5h" => p
+                    .cmd("ZADD")
+                    .arg(key)
+                    .arg(0)
+                    .arg(value)
+                    .arg(1)
+                    .arg([&b"1700000000000:1:"[..], value].concat())
+                    .ignore(),
+                _ => p.cmd("SET").arg(key).arg(value).ignore(),
+            };
+        }
+    }
+    for (i, v) in values.iter().enumerate() {
+        if !big_fixable && v.len() > BIG {
+            continue;
+        }
+        p.cmd("SET")
+            .arg(format!("user:{}:cost_monthly", i + 1))
+            .arg(v)
+            .ignore();
+    }
+    p.cmd("RPUSH")
+        .arg("user:%s%n:cost_weekly")
+        .arg("%n")
+        .ignore();
+    p.cmd("SET").arg("%n%s%x:plain").arg("%n").ignore();
+    p.query::<()>(c).expect("fill the hostile keys");
+}
+
+/// Puts back a snapshot of the selected db (no TTLs in the data set).
+fn restore(c: &mut Connection, keys: &BTreeMap<Vec<u8>, Vec<u8>>) {
+    let mut p = redis::pipe();
+    p.cmd("FLUSHDB").ignore();
+    for (k, dump) in keys {
+        p.cmd("RESTORE").arg(k).arg(0).arg(dump).ignore();
+    }
+    p.query::<()>(c).expect("restore the scratch db");
+}
+
+/// One piece of hostile text.
+fn hostile_piece(rng: &mut Rng, ids: &[Vec<u8>]) -> Vec<u8> {
+    match rng.below(10) {
+        0..=3 => rng.clone_pick(&FORMAT_TEXT).as_bytes().to_vec(),
+        4 | 5 => rng.pick(&ODD_BYTES).to_vec(),
+        6 => rng.clone_pick(&ODD_NUMBERS).as_bytes().to_vec(),
+        7 => {
+            let id = rng.pick(ids);
+            id[..id.len().min(64)].to_vec()
+        }
+        8 => any_value(rng),
+        _ => random_bytes(rng, 16),
+    }
+}
+
+/// An argument of hostile text: pieces run together, sometimes 1 MB of them,
+/// huge numbers, or an id of a hostile key in the data.
+fn hostile_text(rng: &mut Rng, ids: &[Vec<u8>]) -> Vec<u8> {
+    match rng.below(100) {
+        0 => Vec::new(),
+        1 => {
+            let mut unit = hostile_piece(rng, ids);
+            if unit.is_empty() {
+                unit = b"%n".to_vec();
+            }
+            let mut big = unit.repeat(MB / unit.len() + 1);
+            big.truncate(MB);
+            big
+        }
+        2..=4 => {
+            let digits = vec![b'9'; 300 + rng.below(5000)];
+            if rng.chance(50) {
+                [b"-".as_slice(), &digits].concat()
+            } else {
+                digits
+            }
+        }
+        5..=19 => rng.pick(ids).clone(),
+        _ => {
+            let mut out = Vec::new();
+            for _ in 0..1 + rng.below(4) {
+                out.extend(hostile_piece(rng, ids));
+            }
+            out
+        }
+    }
+}
+
+/// A MATCH pattern around hostile text and the hostile keys.
+fn hostile_pattern(rng: &mut Rng, ids: &[Vec<u8>]) -> Vec<u8> {
+    let text = hostile_text(rng, ids);
+    match rng.below(10) {
+        0 => [b"user:".as_slice(), &text, b"*"].concat(),
+        1 => [b"*".as_slice(), &text, b"*"].concat(),
+        2 => {
+            let (rule, _) = *rng.pick(&RULES);
+            let id: &Vec<u8> = rng.pick(ids);
+            key_of(rule, id).unwrap()
+        }
+        3 => rng.pick(&PATTERNS).as_bytes().to_vec(),
+        4 => [b"*".as_slice(), rng.clone_pick(&FORMAT_TEXT).as_bytes()].concat(),
+        _ => text,
+    }
+}
+
+fn hostile_value_for(rng: &mut Rng, keyword: &str, ids: &[Vec<u8>]) -> Vec<u8> {
+    match keyword {
+        "RULE" => match rng.below(10) {
+            0..=5 => hostile_text(rng, ids),
+            6 => [rng.pick(&RULE_NAMES).as_bytes(), &hostile_piece(rng, ids)].concat(),
+            _ => rng.pick(&RULE_NAMES).as_bytes().to_vec(),
+        },
+        "ID" => match rng.below(10) {
+            0..=4 => rng.pick(ids).clone(),
+            5..=7 => hostile_text(rng, ids),
+            _ => id(rng),
+        },
+        "THRESHOLD" | "LIMIT" => match rng.below(10) {
+            0..=4 => rng.clone_pick(&ODD_NUMBERS).as_bytes().to_vec(),
+            5 | 6 => rng.pick(&NUMBERS).as_bytes().to_vec(),
+            _ => hostile_text(rng, ids),
+        },
+        "FORMAT" => {
+            if rng.chance(50) {
+                mangle_case(rng, "json")
+            } else {
+                hostile_text(rng, ids)
+            }
+        }
+        "MATCH" => hostile_pattern(rng, ids),
+        _ => hostile_text(rng, ids),
+    }
+}
+
+/// A clause with a hostile value; sometimes the keyword itself is hostile text.
+fn hostile_clause(rng: &mut Rng, keywords: &[&str], ids: &[Vec<u8>], out: &mut Vec<Vec<u8>>) {
+    let k = *rng.pick(keywords);
+    if rng.chance(5) {
+        out.push([mangle_case(rng, k), hostile_piece(rng, ids)].concat());
+    } else {
+        out.push(mangle_case(rng, k));
+    }
+    let takes = matches!(
+        k,
+        "RULE" | "ID" | "THRESHOLD" | "LIMIT" | "FORMAT" | "MATCH"
+    );
+    if takes && !rng.chance(3) {
+        out.push(hostile_value_for(rng, k, ids));
+    }
+}
+
+fn gen_hostile_args(rng: &mut Rng, cmd: Cmd, ids: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    match cmd {
+        Cmd::Check => {
+            if rng.chance(2) {
+                for _ in 0..200 + rng.below(400) {
+                    out.push(b"ID".to_vec());
+                    out.push(rng.pick(ids).clone());
+                }
+            }
+            for _ in 0..rng.below(5) {
+                hostile_clause(
+                    rng,
+                    &["RULE", "ID", "ID", "THRESHOLD", "LIMIT", "FORMAT", "DRYRUN"],
+                    ids,
+                    &mut out,
+                );
+            }
+        }
+        Cmd::Fix => {
+            match rng.below(10) {
+                0..=3 => out.push(mangle_case(rng, "ALL")),
+                4..=8 => {
+                    for _ in 0..1 + rng.below(4) {
+                        let id = if rng.chance(60) {
+                            rng.pick(ids).clone()
+                        } else {
+                            hostile_text(rng, ids)
+                        };
+                        out.push(id);
+                    }
+                }
+                _ => {
+                    for _ in 0..200 + rng.below(400) {
+                        out.push(rng.pick(ids).clone());
+                    }
+                }
+            }
+            for _ in 0..rng.below(3) {
+                hostile_clause(
+                    rng,
+                    &["RULE", "THRESHOLD", "DRYRUN", "REWRITE", "FORMAT", "LIMIT"],
+                    ids,
+                    &mut out,
+                );
+            }
+        }
+        Cmd::Purge => {
+            let target = if rng.chance(75) { "MATCH" } else { "RULE" };
+            out.push(mangle_case(rng, target));
+            out.push(hostile_value_for(rng, target, ids));
+            for _ in 0..rng.below(3) {
+                hostile_clause(rng, &["LIMIT", "DRYRUN", "MATCH", "RULE"], ids, &mut out);
+            }
+        }
+        Cmd::Status | Cmd::Rules | Cmd::Reload => {
+            if rng.chance(50) {
+                for _ in 0..1 + rng.below(3) {
+                    out.push(hostile_text(rng, ids));
+                }
+            }
+        }
+    }
+    if matches!(cmd, Cmd::Check | Cmd::Fix) && rng.chance(30) {
+        out.push(b"FORMAT".to_vec());
+        out.push(b"json".to_vec());
+    }
+    if !out.is_empty() && rng.chance(8) {
+        let at = rng.below(out.len() + 1);
+        out.insert(at, hostile_text(rng, ids));
+    }
+    out
+}
+
+/// Whether any string in a reply holds `needle`.
+fn mentions(n: &Node, needle: &[u8]) -> bool {
+    match n {
+        Node::Str(s) => s.windows(needle.len()).any(|w| w == needle),
+        Node::Map(f) => f.iter().any(|(k, v)| {
+            k.as_bytes().windows(needle.len()).any(|w| w == needle) || mentions(v, needle)
+        }),
+        Node::Arr(items) => items.iter().any(|v| mentions(v, needle)),
+        _ => false,
+    }
+}
+
+/// Sends a hostile call. Any reply is fine as long as it is one: a well-formed
+/// reply (a map, the RESP2 flat array, or JSON that parses), or an error reply.
+/// A lost connection or a timeout (a crash or a hang) fails with the call.
+/// Returns Ok(reply) or Err(error kind).
+fn run_hostile(
+    c: &mut Connection,
+    proto: Proto,
+    cmd: Cmd,
+    args: &[Vec<u8>],
+    n: usize,
+    seed: u64,
+) -> Result<Node, &'static str> {
+    let mut command = redis::cmd(cmd.name());
+    for a in args {
+        command.arg(a.as_slice());
+    }
+    let fail = |why: String| -> ! {
+        panic!(
+            "FUZZ_SEED={seed:#x} hostile call #{n} ({proto:?}) {}: {why}",
+            show_args(cmd, args)
+        );
+    };
+    let value: Value = match command.query(c) {
+        Ok(v) => v,
+        Err(e) if e.kind() == redis::ErrorKind::ResponseError || e.code().is_some() => {
+            let err = common::error_text(&e);
+            return Err(check_error(&err, args).unwrap_or("other error"));
+        }
+        Err(e) => fail(format!("no reply (crashed or hung?): {e}")),
+    };
+    let json_asked = args
+        .windows(2)
+        .any(|w| w[0].eq_ignore_ascii_case(b"FORMAT") && w[1].eq_ignore_ascii_case(b"json"));
+    let node = match &value {
+        Value::BulkString(b) if json_asked => serde_json::from_slice::<Node>(b)
+            .unwrap_or_else(|e| fail(format!("FORMAT json reply does not parse: {e}"))),
+        v => Node::from_resp(v).unwrap_or_else(|e| fail(e)),
+    };
+    if !matches!(node, Node::Map(_) | Node::Arr(_)) {
+        fail(format!("neither a map nor an error: {node:?}"));
+    }
+    Ok(node)
+}
+
+/// PINGs on a connection of its own every ~10 ms; keeps the slowest round trip
+/// and which fuzz call was running then.
+struct PingWatch {
+    stop: Arc<AtomicBool>,
+    handle: thread::JoinHandle<PingStats>,
+}
+
+struct PingStats {
+    pings: u64,
+    slowest: Duration,
+    /// The fuzz call in flight during the slowest PING.
+    slowest_during: usize,
+    /// A PING that got no PONG, and during which call.
+    failure: Option<(usize, String)>,
+    /// PINGs over 50 ms: how long, during which call.
+    slow: Vec<(Duration, usize)>,
+}
+
+impl PingWatch {
+    fn start(redis: &TestRedis, current: Arc<AtomicUsize>) -> PingWatch {
+        let mut c = redis.conn();
+        let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = Arc::clone(&stop);
+        let handle = thread::spawn(move || {
+            let mut s = PingStats {
+                pings: 0,
+                slowest: Duration::ZERO,
+                slowest_during: 0,
+                failure: None,
+                slow: Vec::new(),
+            };
+            while !st.load(Ordering::Relaxed) {
+                let during = current.load(Ordering::Relaxed);
+                let t = Instant::now();
+                let pong: redis::RedisResult<String> = redis::cmd("PING").query(&mut c);
+                let took = t.elapsed();
+                match pong {
+                    Ok(p) if p == "PONG" => {}
+                    other => {
+                        s.failure = Some((during, format!("{other:?}")));
+                        break;
+                    }
+                }
+                s.pings += 1;
+                if took > Duration::from_millis(50) {
+                    s.slow
+                        .push((took, current.load(Ordering::Relaxed).max(during)));
+                }
+                if took > s.slowest {
+                    s.slowest = took;
+                    s.slowest_during = current.load(Ordering::Relaxed).max(during);
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            s
+        });
+        PingWatch { stop, handle }
+    }
+
+    fn finish(self) -> PingStats {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("the PING thread panicked")
+    }
+}
+
+#[test]
+fn hostile_text_in_arguments_and_keys_never_crashes_or_stalls_the_server() {
+    let seed = env_u64("FUZZ_SEED", 0x5EED_2026_0003);
+    let calls = env_u64("FUZZ_CALLS", 2400) as usize / 4;
+    let ping_bound = Duration::from_millis(env_u64("FUZZ_PING_MS", 100));
+    eprintln!("hostile fuzz seed {seed:#x}, {calls} calls in db {SCRATCH_DB}");
+    let pg = common::TestPg::fresh();
+    ledger::create_schema(&pg);
+    ledger::load(&pg, 20, 2, 7);
+    for (e, on) in [("e1", true), ("e2", true), ("e5", true)]
+        .into_iter()
+        .chain(HOSTILE_ENDPOINTS)
+    {
+        ledger::add_endpoint(&pg, e, on);
+    }
+    let path = common::write_rules(&rules_json());
+    let mut redis = TestRedis::start_for(&pg, &path, &[]);
+    // db 0 holds the ordinary data set; it must come out untouched.
+    let mut c0 = redis.conn();
+    fill(&mut c0, &pg);
+    let db0 = snapshot(&mut c0);
+    let mut c2 = redis.conn();
+    let mut c3 = redis.conn_resp3();
+    for c in [&mut c2, &mut c3] {
+        common::call_ok(c, &["SELECT", &SCRATCH_DB.to_string()]);
+        // A hang fails the call (and names it) long before the fixture's 180 s.
+        let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+    }
+    fill_hostile(&mut c2, &pg, false);
+    let scratch = snapshot(&mut c2);
+    let base = digest(&mut c2);
+    let ids = hostile_ids();
+
+    let current = Arc::new(AtomicUsize::new(0));
+    let watch = PingWatch::start(&redis, Arc::clone(&current));
+    let mut rng = Rng::new(seed);
+    let mut shown: Vec<String> = Vec::with_capacity(calls);
+    let mut ok: BTreeMap<Cmd, usize> = BTreeMap::new();
+    let mut errors: BTreeMap<(Cmd, &'static str), usize> = BTreeMap::new();
+    let (mut restored, mut naming_hostile) = (0, 0);
+    let started = Instant::now();
+    for n in 0..calls {
+        let cmd = pick_cmd(&mut rng);
+        let args = gen_hostile_args(&mut rng, cmd, &ids);
+        let (conn, proto) = if rng.chance(50) {
+            (&mut c2, Proto::Resp2)
+        } else {
+            (&mut c3, Proto::Resp3)
+        };
+        shown.push(show_args(cmd, &args));
+        current.store(n, Ordering::Relaxed);
+        match run_hostile(conn, proto, cmd, &args, n, seed) {
+            Ok(node) => {
+                *ok.entry(cmd).or_default() += 1;
+                if mentions(&node, b"%n") {
+                    naming_hostile += 1;
+                }
+            }
+            Err(kind) => *errors.entry((cmd, kind)).or_default() += 1,
+        }
+        if digest(&mut c2) != base {
+            restore(&mut c2, &scratch);
+            restored += 1;
+        }
+    }
+    let took = started.elapsed();
+    let stats = watch.finish();
+
+    let seen_at = |i: usize| shown.get(i).cloned().unwrap_or_default();
+    eprintln!(
+        "hostile fuzz: {calls} calls in {took:?}, {restored} refills; {} PINGs, slowest {:?} \
+         (during call #{}: {:.300})",
+        stats.pings,
+        stats.slowest,
+        stats.slowest_during,
+        seen_at(stats.slowest_during)
+    );
+    for (t, i) in &stats.slow {
+        eprintln!("  PING {t:?} during call #{i}: {:.200}", seen_at(*i));
+    }
+    for (cmd, n) in &ok {
+        eprintln!("  {cmd:?}: {n} accepted");
+    }
+    for ((cmd, kind), n) in &errors {
+        eprintln!("  {cmd:?} {kind}: {n}");
+    }
+    if let Some((during, what)) = &stats.failure {
+        panic!(
+            "FUZZ_SEED={seed:#x}: PING failed ({what}) during call #{during}: {:.300}",
+            seen_at(*during)
+        );
+    }
+    assert!(redis.is_alive(), "redis-server died (seed {seed:#x})");
+    ping(&mut c0);
+    let log = redis.log();
+    for line in log.lines() {
+        assert!(
+            !line.contains("crashed")
+                && !line.contains("BUG REPORT")
+                && !line.contains("panicked")
+                && !line.contains("internal error"),
+            "FUZZ_SEED={seed:#x}: {line}"
+        );
+    }
+    fault_support::assert_no_crash(&log);
+    assert!(
+        stats.slowest < ping_bound,
+        "FUZZ_SEED={seed:#x}: the slowest of {} PINGs took {:?} (bound {ping_bound:?}), \
+         during call #{}: {:.300}",
+        stats.pings,
+        stats.slowest,
+        stats.slowest_during,
+        seen_at(stats.slowest_during)
+    );
+    assert!(
+        stats.pings as f64 >= took.as_secs_f64() * 20.0,
+        "only {} PINGs in {took:?}",
+        stats.pings
+    );
+    assert_eq!(
+        snapshot(&mut c0),
+        db0,
+        "calls on db {SCRATCH_DB} changed db 0"
+    );
+    restore(&mut c2, &scratch);
+    assert_eq!(digest(&mut c2), base, "the refill is not the same data");
+    // The run did what it is for: real changes, and hostile keys in replies.
+    for cmd in [Cmd::Check, Cmd::Fix, Cmd::Purge] {
+        let n = ok.get(&cmd).copied().unwrap_or(0);
+        assert!(n >= calls / 100, "{cmd:?}: only {n} accepted calls");
+    }
+    assert!(restored >= calls / 60, "only {restored} calls changed data");
+    assert!(
+        naming_hostile >= calls / 60,
+        "only {naming_hostile} replies named a key or value holding %n"
+    );
+}
+
+/// The stall the hostile pass found: FIX (ALL, or of the ids) that deletes or
+/// rewrites keys whose names or values are 64 KB holds the main thread ~100-160 ms
+/// per call (on 2 busy cores; the same FIX ALL without the 64 KB keys: PINGs under
+/// 5 ms). Every FIX ALL below over the data set with them under every rule made a
+/// PING wait over 50 ms, most over 100 ms. A module bug (a repair slice's cost is
+/// not bounded by the bytes it logs and compares), not fixed here.
+#[test]
+#[ignore = "bug: FIX of keys with 64 KB names/values stalls redis-server over 100 ms"]
+fn fix_of_keys_with_64kb_names_keeps_ping_under_100ms() {
+    let pg = common::TestPg::fresh();
+    ledger::create_schema(&pg);
+    ledger::load(&pg, 20, 2, 7);
+    let path = common::write_rules(&rules_json());
+    let redis = TestRedis::start_for(&pg, &path, &[]);
+    let mut c = redis.conn();
+    let current = Arc::new(AtomicUsize::new(0));
+    let watch = PingWatch::start(&redis, Arc::clone(&current));
+    for n in 0..10 {
+        fill_hostile(&mut c, &pg, true);
+        current.store(n, Ordering::Relaxed);
+        let _: Value = redis::cmd("CONSISTENCY.FIX")
+            .arg("ALL")
+            .query(&mut c)
+            .expect("FIX ALL");
+    }
+    let stats = watch.finish();
+    ping(&mut c);
+    assert!(
+        stats.slowest < Duration::from_millis(100),
+        "CONSISTENCY.FIX ALL over keys with 64 KB names and values: the slowest of {} \
+         PINGs took {:?} ({} over 50 ms)",
+        stats.pings,
+        stats.slowest,
+        stats.slow.len()
     );
 }
 
