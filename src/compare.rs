@@ -58,6 +58,19 @@ pub enum CachedValue {
     NoField,
 }
 
+impl CachedValue {
+    /// Bytes the value holds, roughly: what reading or logging it costs.
+    pub fn size(&self) -> usize {
+        match self {
+            CachedValue::Text(bytes) => bytes.len(),
+            CachedValue::WindowSum {
+                unparsed: Some(m), ..
+            } => m.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// One cached key: its value and whether it carries a TTL.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CachedKey {

@@ -16,6 +16,7 @@ use crate::cluster_view;
 use crate::compare::{parse_number, CachedKey, CachedValue, DriftEntry, Status};
 use crate::drift_check::{epoch_ms, sendable_ids, to_map, window_start, TruthMap, TruthSource};
 use crate::keyspace::{read_key, Expired, GilAccess, WriteStop};
+use crate::logging::clip;
 use crate::reply::{bytes_as_text, Reply};
 use crate::report::entry_reply;
 use crate::rules::{FixPolicy, RuleKind};
@@ -133,8 +134,9 @@ pub fn apply_repairs<A: GilAccess>(
 ) -> Result<Vec<FixAction>, FixError> {
     let mut actions = Vec::with_capacity(items.len());
     let mut changed = 0u64;
-    // A repair costs several calls and a log line: smaller slices than a scan's.
-    for chunk in items.chunks((batch / 4).max(1)) {
+    // A repair costs several calls and a log line: smaller slices than a scan's,
+    // and cut by size too, so a few huge keys do not make one long hold.
+    for chunk in repair_slices(items, (batch / 4).max(1), REPAIR_SLICE_BYTES) {
         // Before the first slice too: a job whose client was already answered
         // with a timeout (FIX ALL after a long check) must not start repairing.
         access.between_slices()?;
@@ -157,6 +159,36 @@ pub fn apply_repairs<A: GilAccess>(
     }
     stats::FIXES_TOTAL.fetch_add(changed, std::sync::atomic::Ordering::Relaxed);
     Ok(actions)
+}
+
+/// Key and value bytes one repair hold may cover (besides its count limit).
+const REPAIR_SLICE_BYTES: usize = 256 * 1024;
+
+/// Cuts `items` into slices of at most `max_items` and, past the first item,
+/// at most `max_bytes` of key names and seen values.
+fn repair_slices<'i, 'a>(
+    items: &'i [RepairItem<'a>],
+    max_items: usize,
+    max_bytes: usize,
+) -> impl Iterator<Item = &'i [RepairItem<'a>]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let mut n = 0;
+        while n < rest.len() && n < max_items {
+            bytes += rest[n].entry.key.len() + rest[n].entry.seen.size();
+            if n > 0 && bytes > max_bytes {
+                break;
+            }
+            n += 1;
+        }
+        let (slice, tail) = rest.split_at(n);
+        rest = tail;
+        Some(slice)
+    })
 }
 
 fn repair_one(
@@ -214,14 +246,15 @@ fn log_repair(ctx: &Context, item: &RepairItem<'_>, before: &CachedKey, action: 
     let e = item.entry;
     let old = before.display().unwrap_or_default();
     let truth = e.truth.clone().unwrap_or_default();
+    // The log line shows long texts cut; the audit entry keeps them whole.
     log::info!(
         "consistency: {} {} (rule {}, id {}, cached '{}', truth '{}')",
         action.name(),
-        bytes_as_text(&e.key),
+        clip(&bytes_as_text(&e.key)),
         e.rule,
-        bytes_as_text(&e.id),
-        old,
-        truth
+        clip(&bytes_as_text(&e.id)),
+        clip(&old),
+        clip(&truth)
     );
     writes::audit(
         ctx,

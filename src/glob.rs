@@ -7,6 +7,9 @@
 //! right after `[` closes an empty class (`[]]` matches nothing), `-` before `]`
 //! makes a range up to `]` (`[a-]`), a lone trailing `\` is literal, range ends
 //! compare as C `char`s, and the `*` back-off that keeps the worst case polynomial.
+//! Like newer Redis, a pattern that nests `*` more than [`MAX_NESTING`] deep
+//! matches nothing: each `*` is a recursion, and a hostile pattern (`*?` repeated
+//! a million times) would otherwise overflow a worker's stack and kill Redis.
 
 use std::os::raw::c_char;
 
@@ -18,8 +21,11 @@ pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
         return true;
     }
     let mut skip_longer = false;
-    match_at(pattern, 0, text, 0, &mut skip_longer)
+    match_at(pattern, 0, text, 0, &mut skip_longer, 0)
 }
+
+/// How deep `*` may recurse before a pattern is taken to match nothing.
+pub const MAX_NESTING: usize = 1000;
 
 /// A byte as C compares it in a range: `char`, signed or not as the platform's.
 fn as_c_char(b: u8) -> i32 {
@@ -34,7 +40,11 @@ fn match_at(
     text: &[u8],
     mut t: usize,
     skip_longer: &mut bool,
+    nesting: usize,
 ) -> bool {
+    if nesting > MAX_NESTING {
+        return false;
+    }
     let at = |i: usize| pattern.get(i).copied().unwrap_or(0);
     let left = |p: usize| pattern.len() - p;
     while left(p) > 0 && t < text.len() {
@@ -47,7 +57,7 @@ fn match_at(
                     return true;
                 }
                 while t < text.len() {
-                    if match_at(pattern, p + 1, text, t, skip_longer) {
+                    if match_at(pattern, p + 1, text, t, skip_longer, nesting + 1) {
                         return true;
                     }
                     if *skip_longer {
@@ -126,6 +136,19 @@ pub fn matches_everything(pattern: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deep_star_nesting_matches_nothing_instead_of_overflowing() {
+        // A million `*?` against a long key: without the limit this recursed
+        // once per character of the key.
+        let pattern = b"*?".repeat(500_000);
+        let key = vec![b'k'; 100_000];
+        assert!(!glob_match(&pattern, &key));
+        // Within the limit, nesting still matches as Redis does.
+        let pattern = b"*a".repeat(MAX_NESTING / 2);
+        let key = b"a".repeat(MAX_NESTING / 2);
+        assert!(glob_match(&pattern, &key));
+    }
 
     #[test]
     fn stars_and_questions() {

@@ -84,6 +84,18 @@ pub fn one_line(text: &str) -> String {
     out
 }
 
+/// Longest text, in characters, a log line shows of one key, id or value.
+pub const CLIP_CHARS: usize = 200;
+
+/// `text` cut to [`CLIP_CHARS`] with `...(N bytes)`: a 64 KB key name logged
+/// whole, a hundred times in one hold, stalls Redis.
+pub fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(CLIP_CHARS) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((end, _)) => format!("{}...({} bytes)", &text[..end], text.len()).into(),
+    }
+}
+
 /// Routes the `log` crate's macros to [`write_line`].
 pub struct RedisLogger;
 
@@ -123,6 +135,15 @@ mod tests {
         assert_eq!(one_line("user:4:cost"), "user:4:cost");
         assert_eq!(one_line("a\0b\nc\u{85}é"), "a\\x00b\\x0ac\\x85é");
         assert_eq!(one_line("100%n %s %%"), "100%n %s %%");
+    }
+
+    #[test]
+    fn long_texts_are_clipped() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(300);
+        let clipped = clip(&long);
+        assert!(clipped.starts_with(&"é".repeat(CLIP_CHARS)));
+        assert!(clipped.ends_with("...(600 bytes)"), "{clipped}");
     }
 
     #[test]
