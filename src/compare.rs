@@ -2,6 +2,7 @@
 //! The keyspace reader turns a key into a [`CachedKey`]; this module decides which
 //! status, if any, it earns.
 
+use crate::decimal::Decimal;
 use crate::reply::bytes_as_text;
 use crate::rules::{MissingPolicy, Rule, RuleKind};
 
@@ -49,7 +50,10 @@ pub enum CachedValue {
     Text(Vec<u8>),
     /// A window_sum ZSET summed over the window; `unparsed` holds the first member
     /// whose amount could not be read, which makes the key invalid.
-    WindowSum { sum: f64, unparsed: Option<Vec<u8>> },
+    WindowSum {
+        sum: Amount,
+        unparsed: Option<Vec<u8>>,
+    },
     /// The key exists; presence rules look no further.
     Present,
     /// The key holds a type the rule cannot read (the name of that type).
@@ -96,7 +100,7 @@ impl CachedKey {
             CachedValue::WindowSum {
                 unparsed: Some(m), ..
             } => Some(bytes_as_text(m)),
-            CachedValue::WindowSum { sum, .. } => Some(format_number(*sum)),
+            CachedValue::WindowSum { sum, .. } => Some(sum.to_string()),
             CachedValue::Present => Some(String::new()),
             CachedValue::WrongType(t) => Some(format!("({t})")),
         }
@@ -106,6 +110,55 @@ impl CachedKey {
 /// A number formatted the way Redis prints INCRBYFLOAT results: shortest round-trip.
 pub fn format_number(v: f64) -> String {
     format!("{v}")
+}
+
+/// A cached or true number: exact when its text is a decimal that fits a
+/// [`Decimal`], else the nearest f64 (huge values, long fractions).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Amount {
+    Exact(Decimal),
+    Approx(f64),
+}
+
+impl Amount {
+    pub const ZERO: Amount = Amount::Exact(Decimal::ZERO);
+
+    /// Reads a number as strictly as [`parse_number`]; exact when it can be.
+    pub fn parse(text: &[u8]) -> Option<Amount> {
+        // Whatever Decimal reads, parse_number reads too, so the validity of a
+        // value does not depend on which path read it.
+        match Decimal::parse(text) {
+            Some(d) => Some(Amount::Exact(d)),
+            None => parse_number(text).map(Amount::Approx),
+        }
+    }
+
+    pub fn to_f64(self) -> f64 {
+        match self {
+            Amount::Exact(d) => d.to_f64(),
+            Amount::Approx(v) => v,
+        }
+    }
+
+    /// `self - other`, exact when both are and the result fits.
+    pub fn minus(self, other: Amount) -> Amount {
+        if let (Amount::Exact(a), Amount::Exact(b)) = (self, other) {
+            if let Some(d) = a.checked_sub(b) {
+                return Amount::Exact(d);
+            }
+        }
+        Amount::Approx(self.to_f64() - other.to_f64())
+    }
+}
+
+impl std::fmt::Display for Amount {
+    /// Exact: plain decimal text (`0.3`); else as [`format_number`].
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Amount::Exact(d) => write!(f, "{d}"),
+            Amount::Approx(v) => f.write_str(&format_number(*v)),
+        }
+    }
 }
 
 /// One finding of a check.
@@ -128,14 +181,54 @@ pub struct DriftEntry {
 pub struct Tolerance {
     pub threshold: f64,
     pub pct: Option<f64>,
+    /// The same limits as exact decimals, converted once per check rather than
+    /// per key; None when one does not convert (then f64 throughout).
+    exact: Option<(Decimal, Option<Decimal>)>,
 }
 
 impl Tolerance {
+    pub fn new(threshold: f64, pct: Option<f64>) -> Tolerance {
+        let exact_pct = match pct {
+            None => Some(None),
+            Some(p) => Decimal::from_f64(p).map(Some),
+        };
+        Tolerance {
+            threshold,
+            pct,
+            exact: Decimal::from_f64(threshold).zip(exact_pct),
+        }
+    }
+
     /// Drift needs |diff| > threshold, and also |diff| > pct% of |truth| when a
     /// percentage is set: small absolute noise on big totals is not drift.
-    pub fn exceeded(&self, diff: f64, truth: f64) -> bool {
-        let abs = diff.abs();
-        abs > self.threshold && self.pct.is_none_or(|p| abs > p / 100.0 * truth.abs())
+    /// Exact when diff and truth are and the limits convert; else in f64.
+    pub fn exceeded(&self, diff: Amount, truth: Amount) -> bool {
+        if let (Amount::Exact(d), Amount::Exact(t)) = (diff, truth) {
+            if let Some(verdict) = self.exceeded_exactly(d, t) {
+                return verdict;
+            }
+        }
+        let abs = diff.to_f64().abs();
+        abs > self.threshold
+            && self
+                .pct
+                .is_none_or(|p| abs > p / 100.0 * truth.to_f64().abs())
+    }
+
+    /// |diff| > threshold and, with a percentage, 100 * |diff| > pct * |truth|
+    /// (multiplied out, so no division rounds). None when something does not fit.
+    fn exceeded_exactly(&self, diff: Decimal, truth: Decimal) -> Option<bool> {
+        let (threshold, pct) = self.exact?;
+        let abs = diff.checked_abs()?;
+        if abs <= threshold {
+            return Some(false);
+        }
+        let Some(pct) = pct else {
+            return Some(true);
+        };
+        let scaled = abs.checked_mul(Decimal::integer(100))?;
+        let limit = truth.checked_abs()?.checked_mul(pct)?;
+        Some(scaled > limit)
     }
 }
 
@@ -199,7 +292,7 @@ pub fn compare_key(
 
     let cached_number = match (&rule.kind, &cached.value) {
         (RuleKind::Presence, _) => None,
-        (_, CachedValue::Text(bytes)) => match parse_number(bytes) {
+        (_, CachedValue::Text(bytes)) => match Amount::parse(bytes) {
             Some(v) => Some(v),
             None => {
                 return invalid(
@@ -238,19 +331,34 @@ pub fn compare_key(
     let Some(cached_number) = cached_number else {
         return found; // presence: the key exists for a known id
     };
-    // SQL NULL is an empty sum: zero.
-    let true_number = match value {
-        None => 0.0,
-        Some(text) => match parse_number(text.as_bytes()) {
-            Some(v) => v,
-            None => return invalid(found, entry(Status::Invalid, cached.display(), value, None)),
-        },
+    let Some(true_number) = truth_amount(value) else {
+        return invalid(found, entry(Status::Invalid, cached.display(), value, None));
     };
-    let diff = cached_number - true_number;
+    let diff = cached_number.minus(true_number);
     if tolerance.exceeded(diff, true_number) {
-        found.insert(0, entry(Status::Drift, cached.display(), value, Some(diff)));
+        let diff = Some(diff.to_f64());
+        found.insert(0, entry(Status::Drift, cached.display(), value, diff));
     }
     found
+}
+
+/// The number a cached value holds, if it holds one that can be read: a STRING
+/// or hash field as text, or a window's sum.
+pub fn cached_amount(value: &CachedValue) -> Option<Amount> {
+    match value {
+        CachedValue::Text(bytes) => Amount::parse(bytes),
+        CachedValue::WindowSum {
+            sum,
+            unparsed: None,
+        } => Some(*sum),
+        _ => None,
+    }
+}
+
+/// The number of a truth value; SQL NULL is an empty sum: zero. None when the
+/// text is not a number.
+pub fn truth_amount(value: Option<&str>) -> Option<Amount> {
+    value.map_or(Some(Amount::ZERO), |text| Amount::parse(text.as_bytes()))
 }
 
 fn invalid(mut found: Vec<DriftEntry>, entry: DriftEntry) -> Vec<DriftEntry> {
@@ -260,10 +368,22 @@ fn invalid(mut found: Vec<DriftEntry>, entry: DriftEntry) -> Vec<DriftEntry> {
 
 /// Sums the members of a window_sum ZSET (already cut to the window by score).
 /// Members end in `:<amount>`: `<ms>:<amount>` or `<ms>:<request id>:<amount>`.
-#[derive(Default)]
+/// The sum is exact while every amount is a decimal that fits; from the first
+/// one that is not, it goes on in f64.
 pub struct WindowSummer {
-    sum: f64,
+    exact: Option<Decimal>,
+    approx: f64,
     unparsed: Option<Vec<u8>>,
+}
+
+impl Default for WindowSummer {
+    fn default() -> Self {
+        WindowSummer {
+            exact: Some(Decimal::ZERO),
+            approx: 0.0,
+            unparsed: None,
+        }
+    }
 }
 
 impl WindowSummer {
@@ -271,19 +391,33 @@ impl WindowSummer {
         if self.unparsed.is_some() {
             return;
         }
-        let amount = member
-            .iter()
-            .rposition(|&b| b == b':')
-            .and_then(|i| parse_number(&member[i + 1..]));
-        match amount {
-            Some(v) => self.sum += v,
+        let Some(colon) = member.iter().rposition(|&b| b == b':') else {
+            self.unparsed = Some(member.to_vec());
+            return;
+        };
+        let text = &member[colon + 1..];
+        if let Some(sum) = self.exact {
+            if let Some(sum) = Decimal::parse(text).and_then(|d| sum.checked_add(d)) {
+                self.exact = Some(sum);
+                return;
+            }
+        }
+        match parse_number(text) {
+            Some(v) => {
+                if let Some(sum) = self.exact.take() {
+                    self.approx = sum.to_f64();
+                }
+                self.approx += v;
+            }
             None => self.unparsed = Some(member.to_vec()),
         }
     }
 
     pub fn finish(self) -> CachedValue {
         CachedValue::WindowSum {
-            sum: self.sum,
+            sum: self
+                .exact
+                .map_or(Amount::Approx(self.approx), Amount::Exact),
             unparsed: self.unparsed,
         }
     }
@@ -303,10 +437,10 @@ mod tests {
         rule(r#""kind":"number","truth":"SELECT 1, 2""#)
     }
 
-    const TOL: Tolerance = Tolerance {
-        threshold: 5.0,
-        pct: None,
-    };
+    /// The usual tolerance of these tests: 5 absolute, no percentage.
+    fn tol() -> Tolerance {
+        Tolerance::new(5.0, None)
+    }
 
     fn text(v: &str) -> CachedKey {
         CachedKey {
@@ -324,7 +458,7 @@ mod tests {
         let r = number_rule();
         let found = compare_key(
             &r,
-            TOL,
+            tol(),
             b"4",
             b"k:4",
             &text("50.1"),
@@ -336,7 +470,7 @@ mod tests {
         assert_eq!(found[0].truth.as_deref(), Some("12.8"));
         let near = compare_key(
             &r,
-            TOL,
+            tol(),
             b"4",
             b"k:4",
             &text("17.8"),
@@ -348,7 +482,7 @@ mod tests {
         );
         let below = compare_key(
             &r,
-            TOL,
+            tol(),
             b"4",
             b"k:4",
             &text("1"),
@@ -358,33 +492,116 @@ mod tests {
         assert!(below[0].diff.unwrap() < 0.0);
     }
 
+    fn exact(text: &str) -> Amount {
+        match Amount::parse(text.as_bytes()) {
+            Some(a @ Amount::Exact(_)) => a,
+            other => panic!("{text:?} is not exact: {other:?}"),
+        }
+    }
+
     #[test]
     fn pct_threshold_needs_both() {
-        let tol = Tolerance {
-            threshold: 5.0,
-            pct: Some(10.0),
-        };
-        assert!(!tol.exceeded(6.0, 100.0), "6 is under 10% of 100");
-        assert!(tol.exceeded(11.0, 100.0));
-        assert!(
-            !tol.exceeded(4.0, 10.0),
-            "4 is under the absolute threshold"
+        let tol = Tolerance::new(5.0, Some(10.0));
+        // The same verdicts exactly and in f64.
+        for amount in [exact, |t: &str| Amount::Approx(t.parse().unwrap())] {
+            let exceeded = |d: &str, t: &str| tol.exceeded(amount(d), amount(t));
+            assert!(!exceeded("6", "100"), "6 is under 10% of 100");
+            assert!(exceeded("11", "100"));
+            assert!(!exceeded("10", "100"), "exactly 10% is not beyond it");
+            assert!(!exceeded("4", "10"), "4 is under the absolute threshold");
+            assert!(exceeded("-11", "-100"));
+        }
+    }
+
+    #[test]
+    fn decimal_sums_and_values_compare_exactly() {
+        let zero = Tolerance::new(0.0, None);
+        let r = number_rule();
+        let same = compare_key(
+            &r,
+            zero,
+            b"4",
+            b"k:4",
+            &text("0.3"),
+            Truth::Known(Some("0.300000000000000")),
         );
-        assert!(tol.exceeded(-11.0, -100.0));
+        assert!(same.is_empty(), "{same:?}");
+        let mut s = WindowSummer::default();
+        s.add_member(b"1732100000000:0.1");
+        s.add_member(b"1732100000000:req-1:0.2");
+        let window = CachedKey {
+            value: s.finish(),
+            has_ttl: true,
+        };
+        assert_eq!(window.display().as_deref(), Some("0.3"));
+        let w = rule(
+            r#""kind":"window_sum","window_ms":1000,"truth":"SELECT 1, 2 WHERE $1 IS NOT NULL""#,
+        );
+        let truth = Truth::Known(Some("0.300000000000000"));
+        assert!(compare_key(&w, zero, b"1", b"k:1", &window, truth).is_empty());
+        let off = compare_key(&w, zero, b"1", b"k:1", &window, Truth::Known(Some("0.31")));
+        assert_eq!(statuses(&off), vec![Status::Drift]);
+        assert_eq!(
+            off[0].diff,
+            Some(-0.01),
+            "the exact diff, then rounded once"
+        );
+        // A threshold from config is the decimal it was typed as: 0.1 apart is
+        // not beyond THRESHOLD 0.1, though 0.4 - 0.3 is above 0.1 in f64.
+        let (a, b) = std::hint::black_box((0.4f64, 0.3f64));
+        assert!(a - b > 0.1);
+        let tenth = Tolerance::new(0.1, None);
+        assert!(compare_key(
+            &r,
+            tenth,
+            b"4",
+            b"k:4",
+            &text("0.4"),
+            Truth::Known(Some("0.3"))
+        )
+        .is_empty());
+        // With pct too: 1% of 0.3 is 0.003.
+        let pct = Tolerance::new(0.0, Some(1.0));
+        assert!(!pct.exceeded(exact("0.003"), exact("0.3")));
+        assert!(pct.exceeded(exact("0.0031"), exact("0.3")));
+    }
+
+    #[test]
+    fn values_too_big_for_a_decimal_compare_in_f64() {
+        let r = number_rule();
+        let big = "1e300";
+        assert!(matches!(
+            Amount::parse(big.as_bytes()),
+            Some(Amount::Approx(_))
+        ));
+        let found = compare_key(&r, tol(), b"4", b"k:4", &text(big), Truth::Known(Some("1")));
+        assert_eq!(statuses(&found), vec![Status::Drift]);
+        assert_eq!(found[0].diff, Some(1e300));
+        let mut s = WindowSummer::default();
+        s.add_member(b"1:0.5");
+        s.add_member(b"2:1e300");
+        s.add_member(b"3:0.25");
+        assert_eq!(
+            s.finish(),
+            CachedValue::WindowSum {
+                sum: Amount::Approx(1e300),
+                unparsed: None
+            }
+        );
     }
 
     #[test]
     fn unparseable_and_non_finite_values_are_invalid() {
         let r = number_rule();
         for bad in ["abc", "nan", "inf", "-infinity", " 5", "5 ", "", "1e999"] {
-            let found = compare_key(&r, TOL, b"4", b"k:4", &text(bad), Truth::Known(Some("1")));
+            let found = compare_key(&r, tol(), b"4", b"k:4", &text(bad), Truth::Known(Some("1")));
             assert_eq!(statuses(&found), vec![Status::Invalid], "value {bad:?}");
         }
         let wrong = CachedKey {
             value: CachedValue::WrongType("hash"),
             has_ttl: false,
         };
-        let found = compare_key(&r, TOL, b"4", b"k:4", &wrong, Truth::Known(Some("1")));
+        let found = compare_key(&r, tol(), b"4", b"k:4", &wrong, Truth::Known(Some("1")));
         assert_eq!(statuses(&found), vec![Status::Invalid]);
         assert_eq!(found[0].cached.as_deref(), Some("(hash)"));
     }
@@ -392,10 +609,10 @@ mod tests {
     #[test]
     fn unknown_id_is_orphan_and_null_truth_is_zero() {
         let r = number_rule();
-        let found = compare_key(&r, TOL, b"9", b"k:9", &text("1"), Truth::Unknown);
+        let found = compare_key(&r, tol(), b"9", b"k:9", &text("1"), Truth::Unknown);
         assert_eq!(statuses(&found), vec![Status::Orphan]);
         assert_eq!(found[0].truth, None);
-        let found = compare_key(&r, TOL, b"9", b"k:9", &text("6"), Truth::Known(None));
+        let found = compare_key(&r, tol(), b"9", b"k:9", &text("6"), Truth::Known(None));
         assert_eq!(statuses(&found), vec![Status::Drift]);
         assert_eq!(found[0].diff, Some(6.0));
     }
@@ -403,9 +620,9 @@ mod tests {
     #[test]
     fn bad_id_bytes_are_invalid_never_orphan() {
         let r = number_rule();
-        let found = compare_key(&r, TOL, b"\xff", b"k:\xff", &text("1"), Truth::Unknown);
+        let found = compare_key(&r, tol(), b"\xff", b"k:\xff", &text("1"), Truth::Unknown);
         assert_eq!(statuses(&found), vec![Status::Invalid]);
-        let found = compare_key(&r, TOL, b"a\0b", b"k:a\0b", &text("1"), Truth::Unknown);
+        let found = compare_key(&r, tol(), b"a\0b", b"k:a\0b", &text("1"), Truth::Unknown);
         assert_eq!(statuses(&found), vec![Status::Invalid]);
     }
 
@@ -414,7 +631,7 @@ mod tests {
         let r = number_rule();
         let found = compare_key(
             &r,
-            TOL,
+            tol(),
             b"4",
             b"k:4",
             &CachedKey::ABSENT,
@@ -428,7 +645,7 @@ mod tests {
         report.missing = MissingPolicy::Report;
         let found = compare_key(
             &report,
-            TOL,
+            tol(),
             b"4",
             b"k:4",
             &CachedKey::ABSENT,
@@ -437,7 +654,7 @@ mod tests {
         assert_eq!(statuses(&found), vec![Status::Missing]);
         let found = compare_key(
             &report,
-            TOL,
+            tol(),
             b"4",
             b"k:4",
             &CachedKey::ABSENT,
@@ -453,12 +670,12 @@ mod tests {
             value: CachedValue::Present,
             has_ttl: false,
         };
-        assert!(compare_key(&r, TOL, b"a", b"k:a", &present, Truth::Known(None)).is_empty());
-        let found = compare_key(&r, TOL, b"a", b"k:a", &present, Truth::Unknown);
+        assert!(compare_key(&r, tol(), b"a", b"k:a", &present, Truth::Known(None)).is_empty());
+        let found = compare_key(&r, tol(), b"a", b"k:a", &present, Truth::Unknown);
         assert_eq!(statuses(&found), vec![Status::Orphan]);
         let found = compare_key(
             &r,
-            TOL,
+            tol(),
             b"a",
             b"k:a",
             &CachedKey::ABSENT,
@@ -473,9 +690,9 @@ mod tests {
         r.require_ttl = true;
         let mut key = text("50");
         key.has_ttl = false;
-        let found = compare_key(&r, TOL, b"4", b"k:4", &key, Truth::Known(Some("1")));
+        let found = compare_key(&r, tol(), b"4", b"k:4", &key, Truth::Known(Some("1")));
         assert_eq!(statuses(&found), vec![Status::Drift, Status::NoTtl]);
-        let found = compare_key(&r, TOL, b"4", b"k:4", &key, Truth::Known(Some("50")));
+        let found = compare_key(&r, tol(), b"4", b"k:4", &key, Truth::Known(Some("50")));
         assert_eq!(statuses(&found), vec![Status::NoTtl]);
     }
 
@@ -486,9 +703,9 @@ mod tests {
             value: CachedValue::NoField,
             has_ttl: true,
         };
-        assert!(compare_key(&r, TOL, b"1", b"k:1", &key, Truth::Known(Some("2"))).is_empty());
+        assert!(compare_key(&r, tol(), b"1", b"k:1", &key, Truth::Known(Some("2"))).is_empty());
         r.missing = MissingPolicy::Report;
-        let found = compare_key(&r, TOL, b"1", b"k:1", &key, Truth::Known(Some("2")));
+        let found = compare_key(&r, tol(), b"1", b"k:1", &key, Truth::Known(Some("2")));
         assert_eq!(statuses(&found), vec![Status::Missing]);
     }
 
@@ -500,7 +717,7 @@ mod tests {
         assert_eq!(
             s.finish(),
             CachedValue::WindowSum {
-                sum: 0.5,
+                sum: exact("0.5"),
                 unparsed: None
             }
         );
@@ -511,7 +728,7 @@ mod tests {
         assert_eq!(
             s.finish(),
             CachedValue::WindowSum {
-                sum: 0.25,
+                sum: exact("0.25"),
                 unparsed: Some(b"garbage".to_vec())
             }
         );
@@ -524,12 +741,12 @@ mod tests {
         );
         let key = CachedKey {
             value: CachedValue::WindowSum {
-                sum: 1.0,
+                sum: exact("1"),
                 unparsed: Some(b"oops".to_vec()),
             },
             has_ttl: true,
         };
-        let found = compare_key(&r, TOL, b"1", b"k:1", &key, Truth::Known(Some("1")));
+        let found = compare_key(&r, tol(), b"1", b"k:1", &key, Truth::Known(Some("1")));
         assert_eq!(statuses(&found), vec![Status::Invalid]);
         assert_eq!(found[0].cached.as_deref(), Some("oops"));
     }

@@ -2,6 +2,7 @@
 //! comparison, then verification rounds that re-query and re-read only what
 //! drifted, so writes in flight raise no false alarm.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashSet;
 
 use crate::fast_hash::{FastMap, FastSet};
@@ -14,8 +15,9 @@ use crate::cluster::SlotSet;
 use crate::cluster_view;
 use crate::compare::{compare_key, CachedKey, DriftEntry, Tolerance, Truth};
 use crate::keyspace::{read_many, Expired, GilAccess, KeyScan};
+use crate::reply::bytes_as_text;
 use crate::report::{CheckReport, RuleTally};
-use crate::rules::RuleKind;
+use crate::rules::{Rule, RuleKind};
 use crate::state::LoadedRule;
 use crate::stats;
 
@@ -157,6 +159,14 @@ pub struct CheckPlan {
 pub enum CheckError {
     Truth(BridgeError),
     Expired,
+    /// A rule's truth is ambiguous: nothing is reported or repaired.
+    DuplicateId(DuplicateId),
+}
+
+impl From<DuplicateId> for CheckError {
+    fn from(e: DuplicateId) -> Self {
+        CheckError::DuplicateId(e)
+    }
 }
 
 impl From<BridgeError> for CheckError {
@@ -178,6 +188,7 @@ impl std::fmt::Display for CheckError {
             CheckError::Expired => {
                 write!(f, "timeout: the check ran past consistency.job-timeout-ms")
             }
+            CheckError::DuplicateId(e) => write!(f, "{e}"),
         }
     }
 }
@@ -188,10 +199,46 @@ pub type TruthMap = FastMap<Vec<u8>, Option<String>>;
 /// The cache of one rule, by id.
 type CacheMap = FastMap<Vec<u8>, (Vec<u8>, CachedKey)>;
 
-pub fn to_map(rows: Vec<TruthRow>) -> TruthMap {
-    rows.into_iter()
-        .map(|r| (r.id.into_bytes(), r.value))
-        .collect()
+/// A valued rule's truth returned one id twice: which row is the truth would
+/// depend on row order, so the rule is in error rather than either row taken.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DuplicateId {
+    pub rule: String,
+    pub id: String,
+}
+
+impl std::fmt::Display for DuplicateId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "truth of rule '{}' returned id '{}' twice",
+            self.rule, self.id
+        )
+    }
+}
+
+/// The truth rows of `rule` by id. A presence rule's rows carry no value, so a
+/// repeated id there changes no verdict (a truth listing sessions may repeat a
+/// user) and is taken once.
+pub fn to_map(rows: Vec<TruthRow>, rule: &Rule) -> Result<TruthMap, DuplicateId> {
+    let valued = rule.kind != RuleKind::Presence;
+    let mut map = TruthMap::default();
+    map.reserve(rows.len());
+    for row in rows {
+        match map.entry(row.id.into_bytes()) {
+            Entry::Vacant(slot) => {
+                slot.insert(row.value);
+            }
+            Entry::Occupied(slot) if valued => {
+                return Err(DuplicateId {
+                    rule: rule.name.clone(),
+                    id: bytes_as_text(slot.key()),
+                })
+            }
+            Entry::Occupied(_) => {}
+        }
+    }
+    Ok(map)
 }
 
 /// The instant a window_sum rule's window starts, shared by SQL and ZSET.
@@ -268,12 +315,11 @@ pub fn run_check<A: GilAccess, T: TruthSource>(
 
 impl<A: GilAccess, T: TruthSource> Run<'_, A, T> {
     fn tolerance(&self, rule: &LoadedRule) -> Tolerance {
-        Tolerance {
-            threshold: rule
-                .rule
+        Tolerance::new(
+            rule.rule
                 .effective_threshold(self.plan.default_threshold, self.plan.threshold_override),
-            pct: rule.rule.threshold_pct,
-        }
+            rule.rule.threshold_pct,
+        )
     }
 
     /// Round one over the whole keyspace: the truth queries run on their own
@@ -294,8 +340,9 @@ impl<A: GilAccess, T: TruthSource> Run<'_, A, T> {
                 let truths = truth
                     .all_of(&asked)
                     .into_iter()
-                    .map(|rows| rows.map(to_map))
-                    .collect::<Result<Vec<_>, _>>();
+                    .zip(rules)
+                    .map(|(rows, rule)| Ok(to_map(rows?, &rule.rule)?))
+                    .collect::<Result<Vec<_>, CheckError>>();
                 (truths, started.elapsed())
             });
             let caches = scan_caches(self.access, rules, &windows, self.plan.scan_batch);
@@ -469,7 +516,7 @@ impl<A: GilAccess, T: TruthSource> Run<'_, A, T> {
             let truth = if text_ids.is_empty() {
                 TruthMap::default()
             } else {
-                to_map(self.truth.ids(rule, &text_ids, window)?)
+                to_map(self.truth.ids(rule, &text_ids, window)?, &rule.rule)?
             };
             self.truth_time += started.elapsed();
             let cached = read(self.access)?;
@@ -597,4 +644,65 @@ pub fn read_keys<A: GilAccess>(
         access.with_gil(|ctx| out.extend(read_many(ctx, &names, kind, window_start_ms)));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::RuleSet;
+
+    fn rule(kind_json: &str) -> Rule {
+        let json =
+            format!(r#"{{"rules":[{{"name":"cost_weekly","key":"k:{{id}}",{kind_json}}}]}}"#);
+        RuleSet::parse(&json).unwrap().rules()[0].clone()
+    }
+
+    fn row(id: &str, value: Option<&str>) -> TruthRow {
+        TruthRow {
+            id: id.into(),
+            value: value.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn truth_map_refuses_an_id_twice_for_valued_rules() {
+        let number = rule(r#""kind":"number","truth":"SELECT 1, 2""#);
+        let map = to_map(vec![row("4", Some("1.0")), row("5", None)], &number).unwrap();
+        assert_eq!(map.len(), 2);
+        assert_eq!(map[b"4".as_slice()].as_deref(), Some("1.0"));
+        assert_eq!(map[b"5".as_slice()], None);
+        let twice = vec![row("4", Some("1.0")), row("5", None), row("4", Some("2.0"))];
+        let err = to_map(twice, &number).unwrap_err();
+        assert_eq!(
+            err,
+            DuplicateId {
+                rule: "cost_weekly".into(),
+                id: "4".into()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "truth of rule 'cost_weekly' returned id '4' twice"
+        );
+        // Equal values are refused too: a repeated id means the SQL is not
+        // what the operator thinks (a join that fans out).
+        let same = vec![row("4", Some("1.0")), row("4", Some("1.0"))];
+        assert!(to_map(same, &number).is_err());
+        let check = CheckError::from(err);
+        assert_eq!(
+            check.to_string(),
+            "truth of rule 'cost_weekly' returned id '4' twice"
+        );
+    }
+
+    #[test]
+    fn presence_truth_may_repeat_an_id() {
+        let presence = rule(r#""kind":"presence","truth":"SELECT id FROM t""#);
+        let map = to_map(
+            vec![row("a", None), row("a", None), row("b", None)],
+            &presence,
+        )
+        .unwrap();
+        assert_eq!(map.len(), 2);
+    }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use consistency_bridge::BridgeError;
 
 use crate::args::ArgError;
-use crate::drift_check::CheckError;
+use crate::drift_check::{CheckError, DuplicateId};
 
 /// Why a command was refused before any work was queued, or failed after.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +32,8 @@ pub enum CommandError {
     },
     NothingToFix,
     Repair(String),
+    /// A rule's truth returned an id twice.
+    DuplicateId(DuplicateId),
 }
 
 impl fmt::Display for CommandError {
@@ -58,6 +60,7 @@ impl fmt::Display for CommandError {
             ),
             CommandError::NothingToFix => write!(f, "no rule can be fixed: every loaded rule has fix none"),
             CommandError::Repair(why) => write!(f, "{why}"),
+            CommandError::DuplicateId(e) => write!(f, "{e}"),
         }
     }
 }
@@ -79,6 +82,7 @@ impl From<CheckError> for CommandError {
         match e {
             CheckError::Truth(b) => CommandError::Postgres(b),
             CheckError::Expired => CommandError::Timeout("the check ran out of time".into()),
+            CheckError::DuplicateId(e) => CommandError::DuplicateId(e),
         }
     }
 }

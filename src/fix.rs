@@ -13,8 +13,10 @@ use consistency_bridge::BridgeError;
 use redis_module::Context;
 
 use crate::cluster_view;
-use crate::compare::{parse_number, CachedKey, CachedValue, DriftEntry, Status};
-use crate::drift_check::{epoch_ms, sendable_ids, to_map, window_start, TruthMap, TruthSource};
+use crate::compare::{cached_amount, truth_amount, CachedKey, CachedValue, DriftEntry, Status};
+use crate::drift_check::{
+    epoch_ms, sendable_ids, to_map, window_start, DuplicateId, TruthMap, TruthSource,
+};
 use crate::keyspace::{read_key, Expired, GilAccess, WriteStop};
 use crate::logging::clip;
 use crate::reply::{bytes_as_text, Reply};
@@ -342,18 +344,18 @@ pub struct FixIdsPlan {
     pub now: SystemTime,
 }
 
-/// The truth for given ids of one rule, or why it could not be had.
+/// The truth rows for given ids of one rule, or why they could not be had.
 fn truth_for_ids<T: TruthSource>(
     truth: &mut T,
     rule: &LoadedRule,
     ids: &[Vec<u8>],
     now: SystemTime,
-) -> Result<TruthMap, BridgeError> {
+) -> Result<Vec<consistency_bridge::TruthRow>, BridgeError> {
     let text = sendable_ids(ids);
     if text.is_empty() {
-        return Ok(TruthMap::default());
+        return Ok(Vec::new());
     }
-    Ok(to_map(truth.ids(rule, &text, window_start(rule, now))?))
+    truth.ids(rule, &text, window_start(rule, now))
 }
 
 /// Runs FIX of given ids and shapes its reply. With the truth unavailable,
@@ -371,7 +373,11 @@ pub fn fix_ids<A: GilAccess, T: TruthSource>(
             continue;
         }
         match truth_for_ids(truth, rule, &plan.ids, plan.now) {
-            Ok(t) => truths.push(t),
+            // A truth that returns an id twice fails the FIX, as it fails a
+            // check: REWRITE would write whichever row came last, and even a
+            // delete would be reported against an arbitrary truth. Unlike an
+            // unavailable truth, this is the rule's error, not a reason to clear.
+            Ok(rows) => truths.push(to_map(rows, &rule.rule)?),
             Err(e) => {
                 truth_error = Some(e);
                 truths.push(TruthMap::default());
@@ -426,22 +432,16 @@ pub fn fix_ids<A: GilAccess, T: TruthSource>(
                 _ if matches!(cached.value, CachedValue::WrongType(_)) => Status::Invalid,
                 _ => Status::Drift,
             };
-            let cached_number = match &cached.value {
-                CachedValue::Text(t) => parse_number(t),
-                CachedValue::WindowSum {
-                    sum,
-                    unparsed: None,
-                } => Some(*sum),
-                _ => None,
-            };
+            // The diff as a check derives it: exact when both sides are decimals.
+            let cached_number = cached_amount(&cached.value);
             let true_number = if known {
-                truth_value
-                    .as_deref()
-                    .map_or(Some(0.0), |t| parse_number(t.as_bytes()))
+                truth_amount(truth_value.as_deref())
             } else {
                 None
             };
-            let diff = cached_number.zip(true_number).map(|(c, t)| c - t);
+            let diff = cached_number
+                .zip(true_number)
+                .map(|(c, t)| c.minus(t).to_f64());
             entries.push((
                 i,
                 DriftEntry {
@@ -536,6 +536,13 @@ fn fix_entry_reply(e: &DriftEntry, action: FixAction) -> Reply {
 pub enum FixIdsError {
     RewriteNeedsTruth(BridgeError),
     Fix(FixError),
+    DuplicateId(DuplicateId),
+}
+
+impl From<DuplicateId> for FixIdsError {
+    fn from(e: DuplicateId) -> Self {
+        FixIdsError::DuplicateId(e)
+    }
 }
 
 impl std::fmt::Display for FixIdsError {
@@ -548,6 +555,7 @@ impl std::fmt::Display for FixIdsError {
                 )
             }
             FixIdsError::Fix(e) => write!(f, "{e}"),
+            FixIdsError::DuplicateId(e) => write!(f, "{e}"),
         }
     }
 }

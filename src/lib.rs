@@ -2,8 +2,8 @@
 //! cached in Redis and the truth in PostgreSQL.
 //!
 //! Everything that touches Redis lives in this crate; `consistency-bridge` knows
-//! PostgreSQL. Pure parts (args, rules, template, compare, report, reply) carry
-//! their own unit tests and no Redis types.
+//! PostgreSQL. Pure parts (args, rules, template, compare, decimal, report,
+//! reply) carry their own unit tests and no Redis types.
 
 pub mod args;
 pub mod blocking;
@@ -12,6 +12,7 @@ pub mod cluster_view;
 pub mod commands;
 pub mod compare;
 pub mod config;
+pub mod decimal;
 pub mod drift_check;
 pub mod error;
 pub mod fast_hash;

@@ -49,7 +49,8 @@ fn dbsize(c: &mut redis::Connection) -> i64 {
 }
 
 /// The sum the module computes for a window ZSET: members in score order from
-/// `start_ms`, each member's amount after its last ':', added as f64.
+/// `start_ms`, each member's amount after its last ':', added exactly (the
+/// amounts are decimal text) and shown without trailing zeros.
 fn zset_sum(c: &mut redis::Connection, key: &[u8], start_ms: i64) -> String {
     let members: Vec<Vec<u8>> = redis::cmd("ZRANGEBYSCORE")
         .arg(key)
@@ -57,12 +58,14 @@ fn zset_sum(c: &mut redis::Connection, key: &[u8], start_ms: i64) -> String {
         .arg("+inf")
         .query(c)
         .unwrap();
-    let mut sum = 0.0;
+    let mut sum = 0i128;
     for m in &members {
         let text = std::str::from_utf8(m).unwrap();
-        sum += text.rsplit(':').next().unwrap().parse::<f64>().unwrap();
+        let amount = text.rsplit(':').next().unwrap();
+        sum += check_support::plain_decimal(amount)
+            .unwrap_or_else(|| panic!("not a plain decimal: {amount:?}"));
     }
-    num(sum)
+    check_support::decimal_text(sum)
 }
 
 #[test]

@@ -84,22 +84,55 @@ impl Entry {
         self
     }
 
-    /// cached minus truth, computed as the module does (both parsed as f64).
+    /// cached minus truth, computed as the module does: exactly when both are
+    /// plain decimals, then rounded once to f64; else both parsed as f64.
     pub fn with_diff(mut self) -> Entry {
-        let c: f64 = self
-            .cached
-            .as_deref()
-            .expect("diff needs a cached value")
-            .parse()
-            .expect("cached is a number");
-        let t: f64 = self
-            .truth
-            .as_deref()
-            .expect("diff needs a truth")
-            .parse()
-            .expect("truth is a number");
-        self.diff = Some(c - t);
+        let c = self.cached.as_deref().expect("diff needs a cached value");
+        let t = self.truth.as_deref().expect("diff needs a truth");
+        let diff = match (plain_decimal(c), plain_decimal(t)) {
+            (Some(a), Some(b)) => a.checked_sub(b).map(|d| decimal_text(d).parse().unwrap()),
+            _ => None,
+        };
+        self.diff = Some(diff.unwrap_or_else(|| {
+            let c: f64 = c.parse().expect("cached is a number");
+            let t: f64 = t.parse().expect("truth is a number");
+            c - t
+        }));
         self
+    }
+}
+
+/// Decimal places of [`plain_decimal`]'s fixed point.
+const PLACES: usize = 18;
+
+/// A plain decimal (`-12.5`, `3`, no exponent, at most 18 places) as an i128
+/// scaled by 10^18; the test's own reading, independent of the module's.
+pub fn plain_decimal(text: &str) -> Option<i128> {
+    let (neg, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let ok = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !ok(int) || !ok(frac) || frac.len() > PLACES {
+        return None;
+    }
+    let padded = format!("{int}{frac}{}", "0".repeat(PLACES - frac.len()));
+    let v: i128 = padded.parse().ok()?;
+    Some(if neg { -v } else { v })
+}
+
+/// A [`plain_decimal`] value as text without trailing zeros (`0.3`, `40`).
+pub fn decimal_text(v: i128) -> String {
+    let sign = if v < 0 { "-" } else { "" };
+    let m = v.unsigned_abs();
+    let scale = 10u128.pow(PLACES as u32);
+    let frac = format!("{:0width$}", m % scale, width = PLACES);
+    let frac = frac.trim_end_matches('0');
+    if frac.is_empty() {
+        format!("{sign}{}", m / scale)
+    } else {
+        format!("{sign}{}.{frac}", m / scale)
     }
 }
 
