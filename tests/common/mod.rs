@@ -18,6 +18,8 @@
 pub mod ledger;
 mod reply;
 
+// Not every test binary reads replies (install_checks uses only temp_dir).
+#[allow(unused_imports)]
 pub use reply::*;
 
 use std::collections::HashSet;
