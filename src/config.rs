@@ -168,7 +168,7 @@ impl ConfigurationValue<i64> for DbConfig {
     }
 
     fn set(&self, _ctx: &ConfigurationContext, val: i64) -> Result<(), RedisError> {
-        if !crate::keyspace::database_exists(val) {
+        if !crate::redis_api::keyspace::database_exists(val) {
             return Err(RedisError::String(format!(
                 "db must name an existing database (0 to databases-1), got {val}"
             )));

@@ -12,14 +12,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use consistency_bridge::{BridgeError, PgPool, TruthRow};
 
 use crate::cluster::SlotSet;
-use crate::cluster_view;
 use crate::compare::{compare_key, CachedKey, DriftEntry, Tolerance, Truth};
-use crate::keyspace::{read_many, Expired, GilAccess, KeyScan};
 use crate::reply::bytes_as_text;
 use crate::report::{CheckReport, RuleTally};
 use crate::rules::{Rule, RuleKind};
 use crate::state::LoadedRule;
 use crate::stats;
+use crate::store::{Access, Expired, Keyspace};
 
 /// Where the truth comes from: the pool on a worker, or a direct connection on
 /// the main thread (scripts).
@@ -258,7 +257,7 @@ pub fn epoch_ms(t: Option<SystemTime>) -> f64 {
 }
 
 /// A check in progress.
-struct Run<'a, A: GilAccess, T: TruthSource> {
+struct Run<'a, A: Access, T: TruthSource> {
     plan: &'a CheckPlan,
     access: &'a A,
     truth: &'a mut T,
@@ -268,13 +267,13 @@ struct Run<'a, A: GilAccess, T: TruthSource> {
 }
 
 /// Runs the whole check: round one, then verification rounds.
-pub fn run_check<A: GilAccess, T: TruthSource>(
+pub fn run_check<A: Access, T: TruthSource>(
     plan: &CheckPlan,
     access: &A,
     truth: &mut T,
 ) -> Result<CheckReport, CheckError> {
     let started = Instant::now();
-    let slots = access.with_gil(cluster_view::refresh);
+    let slots = access.hold(|ks| ks.slots());
     let mut run = Run {
         plan,
         access,
@@ -313,7 +312,7 @@ pub fn run_check<A: GilAccess, T: TruthSource>(
     Ok(report)
 }
 
-impl<A: GilAccess, T: TruthSource> Run<'_, A, T> {
+impl<A: Access, T: TruthSource> Run<'_, A, T> {
     fn tolerance(&self, rule: &LoadedRule) -> Tolerance {
         Tolerance::new(
             rule.rule
@@ -575,7 +574,7 @@ pub fn lookup<'t>(truth: &'t TruthMap, id: &[u8]) -> Truth<'t> {
 
 /// One pass over the keyspace serving every rule: each key name is matched against
 /// every rule's template, and matching keys are read in the same GIL hold.
-fn scan_caches<A: GilAccess>(
+fn scan_caches<A: Access>(
     access: &A,
     rules: &[Arc<LoadedRule>],
     windows: &[Option<SystemTime>],
@@ -583,13 +582,14 @@ fn scan_caches<A: GilAccess>(
 ) -> Result<Vec<CacheMap>, Expired> {
     let window_ms: Vec<f64> = windows.iter().map(|w| epoch_ms(*w)).collect();
     let mut caches: Vec<CacheMap> = rules.iter().map(|_| CacheMap::default()).collect();
-    let mut scan = KeyScan::new();
+    let mut scan = access.hold(|ks| ks.new_cursor());
     // (rule index, key name, id length): the matches of one slice.
     let mut matched: Vec<(usize, Vec<u8>, usize)> = Vec::with_capacity(batch);
-    while !scan.is_done() {
+    let mut more = true;
+    while more {
         matched.clear();
-        let values = access.with_gil(|ctx| {
-            scan.next_slice(ctx, batch, &mut |name| {
+        let values = access.hold(|ks| {
+            more = ks.scan(&mut scan, batch, &mut |name| {
                 for (i, rule) in rules.iter().enumerate() {
                     if let Some(id) = rule.rule.key.id_of(name) {
                         matched.push((i, name.to_vec(), id.len()));
@@ -604,7 +604,7 @@ fn scan_caches<A: GilAccess>(
                     .filter(|(r, _, _)| *r == i)
                     .map(|(_, name, _)| name.as_slice())
                     .collect();
-                values.push(read_many(ctx, &names, &rule.rule.kind, window_ms[i]));
+                values.push(ks.read(&names, &rule.rule.kind, window_ms[i]));
             }
             values
         });
@@ -620,15 +620,15 @@ fn scan_caches<A: GilAccess>(
                 }
             }
         }
-        if !scan.is_done() {
+        if more {
             access.between_slices()?;
         }
     }
     Ok(caches)
 }
 
-/// Reads keys by name, `batch` per GIL hold.
-pub fn read_keys<A: GilAccess>(
+/// Reads keys by name, `batch` per hold.
+pub fn read_keys<A: Access>(
     access: &A,
     keys: &[Vec<u8>],
     kind: &RuleKind,
@@ -641,7 +641,7 @@ pub fn read_keys<A: GilAccess>(
             access.between_slices()?;
         }
         let names: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
-        access.with_gil(|ctx| out.extend(read_many(ctx, &names, kind, window_start_ms)));
+        access.hold(|ks| out.extend(ks.read(&names, kind, window_start_ms)));
     }
     Ok(out)
 }
@@ -704,5 +704,191 @@ mod tests {
         )
         .unwrap();
         assert_eq!(map.len(), 2);
+    }
+}
+
+/// The check against the in-memory keyspace and a fake truth: no redis-server,
+/// no PostgreSQL.
+#[cfg(test)]
+mod run_tests {
+    use std::collections::BTreeSet;
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::compare::Status;
+    use crate::store::memory::fake_truth::{rules, FakeTruth};
+    use crate::store::memory::{MemoryAccess, MemoryKey, MemoryStore, MemoryValue};
+
+    const NOW_MS: u64 = 1_700_000_000_000;
+
+    pub(crate) fn plan(rules: Vec<Arc<LoadedRule>>, threshold: f64) -> CheckPlan {
+        CheckPlan {
+            rules,
+            ids: Vec::new(),
+            threshold_override: None,
+            default_threshold: threshold,
+            verify_rounds: 2,
+            scan_batch: 3,
+            now: UNIX_EPOCH + Duration::from_millis(NOW_MS),
+        }
+    }
+
+    fn found(report: &CheckReport) -> BTreeSet<(String, String, Status)> {
+        report
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    e.rule.clone(),
+                    String::from_utf8_lossy(&e.key).into_owned(),
+                    e.status,
+                )
+            })
+            .collect()
+    }
+
+    fn entry(rule: &str, key: &str, status: Status) -> (String, String, Status) {
+        (rule.into(), key.into(), status)
+    }
+
+    #[test]
+    fn a_full_check_over_every_kind_and_status() {
+        let rules = rules(
+            r#"[
+            {"name": "weekly", "kind": "number", "key": "u:{id}:w", "truth": "x", "require_ttl": true},
+            {"name": "window", "kind": "window_sum", "key": "u:{id}:5h", "window_ms": 60000, "truth": "$1"},
+            {"name": "quota", "kind": "hash_field", "key": "q:{id}", "field": "f", "truth": "x", "missing": "report"},
+            {"name": "conn", "kind": "presence", "key": "c:{id}", "truth": "x"}
+        ]"#,
+        );
+        let mut store = MemoryStore::default();
+        store.set("u:1:w", "10"); // consistent
+        store.set("u:2:w", "50"); // drift
+        store.set("u:3:w", "abc"); // invalid
+        store.set("u:9:w", "1"); // orphan
+        store.keys.insert(
+            b"u:4:w".to_vec(),
+            MemoryKey {
+                value: MemoryValue::Str(b"4".to_vec()),
+                has_ttl: false,
+            },
+        ); // no_ttl
+        let at = NOW_MS as f64;
+        store.zadd("u:1:5h", at - 1000.0, "1:0.1");
+        store.zadd("u:1:5h", at - 2000.0, "2:0.2");
+        store.zadd("u:1:5h", at - 120_000.0, "3:100"); // outside the window
+        store.zadd("u:2:5h", at - 1000.0, "1:9");
+        store.hset("q:1", "f", "10");
+        // q:2 missing (reported)
+        store.set("c:a", "up");
+        store.set("c:z", "up"); // orphan; c:b missing
+        let mut truth = FakeTruth::default()
+            .with(
+                "weekly",
+                &[
+                    ("1", Some("10")),
+                    ("2", Some("10")),
+                    ("3", Some("1")),
+                    ("4", Some("4")),
+                ],
+            )
+            .with("window", &[("1", Some("0.3")), ("2", Some("1"))])
+            .with("quota", &[("1", Some("10")), ("2", Some("3"))])
+            .with("conn", &[("a", None), ("b", None)]);
+        let access = MemoryAccess::new(store);
+        let report = run_check(&plan(rules, 5.0), &access, &mut truth).unwrap();
+        assert_eq!(
+            found(&report),
+            BTreeSet::from([
+                entry("weekly", "u:2:w", Status::Drift),
+                entry("weekly", "u:3:w", Status::Invalid),
+                entry("weekly", "u:9:w", Status::Orphan),
+                entry("weekly", "u:4:w", Status::NoTtl),
+                entry("window", "u:2:5h", Status::Drift),
+                entry("quota", "q:2", Status::Missing),
+                entry("conn", "c:b", Status::Missing),
+                entry("conn", "c:z", Status::Orphan),
+            ])
+        );
+        assert_eq!(report.rounds, 2);
+        // Checked: weekly 5 keys, window 2, quota 1 key + 1 missing, conn 2 + 1.
+        assert_eq!(report.checked, 5 + 2 + 2 + 3);
+        // Many holds: slices of 3 keys, never all in one.
+        assert!(access.holds() > 4, "{} holds", access.holds());
+    }
+
+    #[test]
+    fn verification_drops_a_key_rewritten_between_rounds() {
+        let rules =
+            rules(r#"[{"name": "weekly", "kind": "number", "key": "u:{id}:w", "truth": "x"}]"#);
+        let mut store = MemoryStore::default();
+        store.set("u:1:w", "50");
+        store.set("u:2:w", "70");
+        let truth = FakeTruth::default().with("weekly", &[("1", Some("10")), ("2", Some("10"))]);
+        let verifying = Arc::clone(&truth.id_queries);
+        let mut truth = truth;
+        let access = MemoryAccess::new(store);
+        // The application repairs u:1:w once the first round is over.
+        // (Round one has read every key by the time ids are asked for.)
+        access.between_holds(move |store, _| {
+            if verifying.load(Ordering::SeqCst) > 0 {
+                store.set("u:1:w", "10");
+            }
+        });
+        let report = run_check(&plan(rules.clone(), 5.0), &access, &mut truth).unwrap();
+        assert_eq!(
+            found(&report),
+            BTreeSet::from([entry("weekly", "u:2:w", Status::Drift)])
+        );
+        assert_eq!(report.rounds, 2);
+
+        // Twin without verification: the rewrite comes too late to matter.
+        let mut store = MemoryStore::default();
+        store.set("u:1:w", "50");
+        let mut truth = FakeTruth::default().with("weekly", &[("1", Some("10"))]);
+        let access = MemoryAccess::new(store);
+        let mut one_round = plan(rules, 5.0);
+        one_round.verify_rounds = 1;
+        let report = run_check(&one_round, &access, &mut truth).unwrap();
+        assert_eq!(
+            found(&report),
+            BTreeSet::from([entry("weekly", "u:1:w", Status::Drift)])
+        );
+    }
+
+    #[test]
+    fn a_check_of_given_ids_reads_only_their_keys() {
+        let rules =
+            rules(r#"[{"name": "weekly", "kind": "number", "key": "u:{id}:w", "truth": "x"}]"#);
+        let mut store = MemoryStore::default();
+        for id in 1..=50 {
+            store.set(&format!("u:{id}:w"), "50");
+        }
+        let mut truth = FakeTruth::default().with("weekly", &[("7", Some("10"))]);
+        let access = MemoryAccess::new(store);
+        let mut by_id = plan(rules, 5.0);
+        by_id.ids = vec![b"7".to_vec(), b"8".to_vec()];
+        let report = run_check(&by_id, &access, &mut truth).unwrap();
+        assert_eq!(
+            found(&report),
+            BTreeSet::from([
+                entry("weekly", "u:7:w", Status::Drift),
+                entry("weekly", "u:8:w", Status::Orphan),
+            ])
+        );
+        assert_eq!(report.checked, 2);
+    }
+
+    #[test]
+    fn truth_down_fails_the_check() {
+        let rules =
+            rules(r#"[{"name": "weekly", "kind": "number", "key": "u:{id}:w", "truth": "x"}]"#);
+        let mut truth = FakeTruth {
+            down: Some(BridgeError::Unavailable("connection refused".into())),
+            ..FakeTruth::default()
+        };
+        let access = MemoryAccess::new(MemoryStore::default());
+        let err = run_check(&plan(rules, 5.0), &access, &mut truth).unwrap_err();
+        assert_eq!(err.to_string(), "postgres unavailable: connection refused");
     }
 }

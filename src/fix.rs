@@ -10,21 +10,17 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use consistency_bridge::BridgeError;
-use redis_module::Context;
 
-use crate::cluster_view;
 use crate::compare::{cached_amount, truth_amount, CachedKey, CachedValue, DriftEntry, Status};
 use crate::drift_check::{
     epoch_ms, sendable_ids, to_map, window_start, DuplicateId, TruthMap, TruthSource,
 };
-use crate::keyspace::{read_key, Expired, GilAccess, WriteStop};
-use crate::logging::clip;
+use crate::redis_api::logging::clip;
 use crate::reply::{bytes_as_text, Reply};
-use crate::report::entry_reply;
 use crate::rules::{FixPolicy, RuleKind};
 use crate::state::LoadedRule;
 use crate::stats;
-use crate::writes;
+use crate::store::{Access, Expired, Keyspace, WriteStop};
 
 /// What a repair did to one key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,7 +123,7 @@ pub struct RepairItem<'a> {
 
 /// Runs repairs in slices, comparing each key with what it must still hold.
 /// Returns the action for each item, in order.
-pub fn apply_repairs<A: GilAccess>(
+pub fn apply_repairs<A: Access>(
     access: &A,
     items: &[RepairItem<'_>],
     now: SystemTime,
@@ -143,16 +139,16 @@ pub fn apply_repairs<A: GilAccess>(
         // with a timeout (FIX ALL after a long check) must not start repairing.
         access.between_slices()?;
         let before = changed;
-        let mut slice = |ctx: &Context| -> Result<(), FixError> {
+        let mut slice = |ks: &mut A::Keyspace| -> Result<(), FixError> {
             for item in chunk {
-                let action = repair_one(ctx, item, now, dry_run)?;
+                let action = repair_one(ks, item, now, dry_run)?;
                 changed += u64::from(action.changed());
                 actions.push(action);
             }
             Ok(())
         };
         if dry_run {
-            access.with_gil(slice)?;
+            access.hold(slice)?;
         } else {
             access
                 .write_hold(&mut slice)
@@ -194,7 +190,7 @@ fn repair_slices<'i, 'a>(
 }
 
 fn repair_one(
-    ctx: &Context,
+    ks: &mut impl Keyspace,
     item: &RepairItem<'_>,
     now: SystemTime,
     dry_run: bool,
@@ -205,7 +201,7 @@ fn repair_one(
     let rule = &item.rule.rule;
     let key = &item.entry.key;
     let window = epoch_ms(window_start(item.rule, now));
-    let current = read_key(ctx, key, &rule.kind, window);
+    let current = ks.read(&[key.as_slice()], &rule.kind, window).remove(0);
     if !current.is_present() {
         return Ok(FixAction::Absent);
     }
@@ -227,24 +223,30 @@ fn repair_one(
     }
     let action = match (&item.rewrite_to, &rule.kind) {
         (Some(value), RuleKind::HashField { field }) => {
-            writes::set_hash_field(ctx, key, field.as_bytes(), value).map_err(FixError::Write)?;
+            ks.set_hash_field(key, field.as_bytes(), value)
+                .map_err(FixError::Write)?;
             FixAction::Rewritten
         }
         (Some(value), _) => {
-            writes::set_keep_ttl(ctx, key, value).map_err(FixError::Write)?;
+            ks.set_keep_ttl(key, value).map_err(FixError::Write)?;
             FixAction::Rewritten
         }
         (None, _) => {
-            writes::unlink(ctx, &[key]).map_err(FixError::Write)?;
+            ks.unlink(&[key]).map_err(FixError::Write)?;
             FixAction::Deleted
         }
     };
-    log_repair(ctx, item, &current, action);
+    log_repair(ks, item, &current, action);
     Ok(action)
 }
 
 /// Each repair is logged at notice level and, when set, appended to the audit stream.
-fn log_repair(ctx: &Context, item: &RepairItem<'_>, before: &CachedKey, action: FixAction) {
+fn log_repair(
+    ks: &mut impl Keyspace,
+    item: &RepairItem<'_>,
+    before: &CachedKey,
+    action: FixAction,
+) {
     let e = item.entry;
     let old = before.display().unwrap_or_default();
     let truth = e.truth.clone().unwrap_or_default();
@@ -258,17 +260,14 @@ fn log_repair(ctx: &Context, item: &RepairItem<'_>, before: &CachedKey, action: 
         clip(&old),
         clip(&truth)
     );
-    writes::audit(
-        ctx,
-        &[
-            ("rule", e.rule.as_bytes()),
-            ("id", &e.id),
-            ("key", &e.key),
-            ("old", old.as_bytes()),
-            ("truth", truth.as_bytes()),
-            ("action", action.name().as_bytes()),
-        ],
-    );
+    ks.audit(&[
+        ("rule", e.rule.as_bytes()),
+        ("id", &e.id),
+        ("key", &e.key),
+        ("old", old.as_bytes()),
+        ("truth", truth.as_bytes()),
+        ("action", action.name().as_bytes()),
+    ]);
 }
 
 /// The value a rewrite writes: the truth as PostgreSQL returned it (NULL is 0).
@@ -301,7 +300,7 @@ pub fn plan_repair(
 
 /// PUBLISHes each presence finding (missing or orphaned) as JSON, so the
 /// application can recover the connection (seed 001), from CHECK and FIX alike.
-pub fn notify_presence<A: GilAccess>(
+pub fn notify_presence<A: Access>(
     access: &A,
     rules: &[Arc<LoadedRule>],
     entries: &[DriftEntry],
@@ -319,7 +318,7 @@ pub fn notify_presence<A: GilAccess>(
         if n > 0 {
             access.between_slices()?;
         }
-        access.with_gil(|ctx| {
+        access.hold(|ks| {
             for e in chunk {
                 let event = Reply::Map(vec![
                     ("rule", Reply::text(e.rule.clone())),
@@ -327,7 +326,7 @@ pub fn notify_presence<A: GilAccess>(
                     ("key", Reply::Bulk(e.key.clone())),
                     ("status", Reply::text(e.status.name())),
                 ]);
-                writes::notify(ctx, &event.to_json());
+                ks.publish(&event.to_json());
             }
         });
     }
@@ -360,11 +359,11 @@ fn truth_for_ids<T: TruthSource>(
 
 /// Runs FIX of given ids and shapes its reply. With the truth unavailable,
 /// clearing goes ahead and the reply says so; REWRITE is refused before any change.
-pub fn fix_ids<A: GilAccess, T: TruthSource>(
+pub fn fix_ids<A: Access, T: TruthSource>(
     plan: &FixIdsPlan,
     access: &A,
     truth: &mut T,
-) -> Result<Reply, FixIdsError> {
+) -> Result<FixIdsOutcome, FixIdsError> {
     let mut truths = Vec::with_capacity(plan.rules.len());
     let mut truth_error: Option<BridgeError> = None;
     for rule in &plan.rules {
@@ -388,7 +387,7 @@ pub fn fix_ids<A: GilAccess, T: TruthSource>(
         return Err(FixIdsError::RewriteNeedsTruth(e.clone()));
     }
     let truth_ok = truth_error.is_none();
-    let slots = access.with_gil(cluster_view::refresh);
+    let slots = access.hold(|ks| ks.slots());
 
     // What each key holds now, for the report and to tell orphans from the rest.
     // Keys of slots this node does not serve are listed as not local, untouched.
@@ -485,26 +484,36 @@ pub fn fix_ids<A: GilAccess, T: TruthSource>(
         .map_err(|_| FixIdsError::Fix(FixError::Expired))?;
 
     let (changed, skipped) = tally(&actions);
-    let truth_state = match &truth_error {
-        None => "ok".to_string(),
-        Some(e) => format!("unavailable: {e}"),
-    };
-    Ok(Reply::Map(vec![
-        ("dry_run", Reply::Bool(plan.dry_run)),
-        ("truth", Reply::text(truth_state)),
-        ("changed", Reply::Int(changed as i64)),
-        ("skipped", Reply::Int(skipped as i64)),
-        (
-            "entries",
-            Reply::Array(
-                entries
-                    .iter()
-                    .zip(&actions)
-                    .map(|((_, e, _), a)| fix_entry_reply(e, *a))
-                    .collect(),
-            ),
-        ),
-    ]))
+    Ok(FixIdsOutcome {
+        truth_error: truth_error.map(|e| e.to_string()),
+        entries: entries.into_iter().map(|(_, e, _)| e).collect(),
+        fix: FixOutcome {
+            dry_run: plan.dry_run,
+            actions,
+            changed,
+            skipped,
+        },
+    })
+}
+
+/// What a FIX did: an action per entry, in order, and the totals.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FixOutcome {
+    pub dry_run: bool,
+    pub actions: Vec<FixAction>,
+    /// Keys deleted or rewritten.
+    pub changed: usize,
+    /// Keys left alone: absent, changed since verified, not local.
+    pub skipped: usize,
+}
+
+/// What FIX of given ids did, with the entries it acted on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FixIdsOutcome {
+    /// Why the truth was unavailable (clearing went ahead without it).
+    pub truth_error: Option<String>,
+    pub entries: Vec<DriftEntry>,
+    pub fix: FixOutcome,
 }
 
 /// Keys changed, and keys left alone (absent, changed since verified, not local).
@@ -520,15 +529,6 @@ fn tally(actions: &[FixAction]) -> (usize, usize) {
         })
         .count();
     (changed, skipped)
-}
-
-/// A FIX entry: rule, id, key, cached, truth, diff, action.
-fn fix_entry_reply(e: &DriftEntry, action: FixAction) -> Reply {
-    let Reply::Map(mut fields) = entry_reply(e, Some(action.name())) else {
-        unreachable!("entry_reply builds a map")
-    };
-    fields.retain(|(name, _)| *name != "status");
-    Reply::Map(fields)
 }
 
 /// Why FIX of given ids answered an error.
@@ -562,14 +562,13 @@ impl std::fmt::Display for FixIdsError {
 
 /// FIX ALL: the check's report, then a repair of each verified finding that still
 /// holds what the verification saw.
-pub fn fix_all<A: GilAccess>(
+pub fn fix_all<A: Access>(
     plan: &crate::drift_check::CheckPlan,
     report: &crate::report::CheckReport,
     access: &A,
     dry_run: bool,
     rewrite: bool,
-    limit: usize,
-) -> Result<Reply, FixError> {
+) -> Result<FixOutcome, FixError> {
     let rule_of = |name: &str| plan.rules.iter().find(|r| r.rule.name == name);
     // A key with two findings (drift and no_ttl) is repaired once.
     let mut first_for_key: HashMap<&[u8], usize> = HashMap::new();
@@ -596,7 +595,7 @@ pub fn fix_all<A: GilAccess>(
         });
         item_of_entry.push(Some(index));
     }
-    crate::test_hooks::before_repair();
+    crate::redis_api::test_hooks::before_repair();
     let actions = apply_repairs(access, &items, plan.now, dry_run, plan.scan_batch)?;
     notify_presence(access, &plan.rules, &report.entries)?;
     // Each entry's action: its key's repair, or absent for a missing key.
@@ -607,9 +606,200 @@ pub fn fix_all<A: GilAccess>(
     let (changed, repairs_skipped) = tally(&actions);
     // Missing keys get no repair: they are left alone, as absent.
     let skipped = repairs_skipped + item_of_entry.iter().filter(|i| i.is_none()).count();
-    let mut fields = report.fields(limit, &|i| Some(entry_actions[i].name()));
-    fields.push(("dry_run", Reply::Bool(dry_run)));
-    fields.push(("changed", Reply::Int(changed as i64)));
-    fields.push(("skipped", Reply::Int(skipped as i64)));
-    Ok(Reply::Map(fields))
+    Ok(FixOutcome {
+        dry_run,
+        actions: entry_actions,
+        changed,
+        skipped,
+    })
+}
+
+/// Repairs against the in-memory keyspace and a fake truth.
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::drift_check::{run_check, CheckPlan};
+    use crate::store::memory::fake_truth::{rules, FakeTruth};
+    use crate::store::memory::{MemoryAccess, MemoryStore, MemoryValue};
+
+    fn weekly() -> Vec<Arc<LoadedRule>> {
+        rules(r#"[{"name": "weekly", "kind": "number", "key": "u:{id}:w", "truth": "x"}]"#)
+    }
+
+    fn check_plan(rules: Vec<Arc<LoadedRule>>) -> CheckPlan {
+        CheckPlan {
+            rules,
+            ids: Vec::new(),
+            threshold_override: None,
+            default_threshold: 5.0,
+            verify_rounds: 2,
+            scan_batch: 10,
+            now: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        }
+    }
+
+    #[test]
+    fn fix_all_skips_a_key_changed_after_it_was_verified() {
+        let mut store = MemoryStore::default();
+        store.set("u:1:w", "50");
+        store.set("u:2:w", "60");
+        store.set("u:9:w", "1");
+        let mut truth =
+            FakeTruth::default().with("weekly", &[("1", Some("10")), ("2", Some("10"))]);
+        let access = MemoryAccess::new(store);
+        let plan = check_plan(weekly());
+        let report = run_check(&plan, &access, &mut truth).unwrap();
+        assert_eq!(report.entries.len(), 3);
+        // The application writes u:2:w after the check verified it.
+        access.store.borrow_mut().set("u:2:w", "10");
+        let outcome = fix_all(&plan, &report, &access, false, false).unwrap();
+        let by_key: Vec<(String, FixAction)> = report
+            .entries
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.key).into_owned())
+            .zip(outcome.actions.iter().copied())
+            .collect();
+        assert!(
+            by_key.contains(&("u:1:w".into(), FixAction::Deleted)),
+            "{by_key:?}"
+        );
+        assert!(
+            by_key.contains(&("u:9:w".into(), FixAction::Deleted)),
+            "{by_key:?}"
+        );
+        assert!(
+            by_key.contains(&("u:2:w".into(), FixAction::SkippedChanged)),
+            "{by_key:?}"
+        );
+        assert_eq!((outcome.changed, outcome.skipped), (2, 1));
+        let store = access.store.borrow();
+        assert_eq!(store.get("u:2:w"), Some(&MemoryValue::Str(b"10".to_vec())));
+        assert!(store.get("u:1:w").is_none());
+        assert_eq!(store.audit.len(), 2, "one audit entry per repair");
+    }
+
+    #[test]
+    fn fix_all_writes_nothing_after_the_client_was_answered_or_on_a_replica() {
+        let mut store = MemoryStore::default();
+        store.set("u:9:w", "1");
+        let mut truth = FakeTruth::default().with("weekly", &[]);
+        let access = MemoryAccess::new(store);
+        let plan = check_plan(weekly());
+        let report = run_check(&plan, &access, &mut truth).unwrap();
+        access.answered.set(true);
+        assert!(matches!(
+            fix_all(&plan, &report, &access, false, false),
+            Err(FixError::Expired)
+        ));
+        access.answered.set(false);
+        access.store.borrow_mut().primary = false;
+        assert!(matches!(
+            fix_all(&plan, &report, &access, false, false),
+            Err(FixError::NotPrimary { changed: 0 })
+        ));
+        assert!(access.store.borrow().writes.is_empty());
+    }
+
+    #[test]
+    fn fix_all_waits_while_writes_are_paused() {
+        let mut store = MemoryStore::default();
+        store.set("u:9:w", "1");
+        store.paused = true;
+        let mut truth = FakeTruth::default().with("weekly", &[]);
+        let access = MemoryAccess::new(store);
+        access.pause_lasts.set(3);
+        let plan = check_plan(weekly());
+        let report = run_check(&plan, &access, &mut truth).unwrap();
+        let outcome = fix_all(&plan, &report, &access, false, false).unwrap();
+        assert_eq!(outcome.changed, 1);
+        assert_eq!(access.pause_lasts.get(), 0, "it waited out the pause");
+    }
+
+    #[test]
+    fn fix_of_ids_clears_with_the_truth_down_and_refuses_rewrite() {
+        let mut store = MemoryStore::default();
+        store.set("u:4:w", "50");
+        store.set("u:5:w", "7");
+        let down = || FakeTruth {
+            down: Some(BridgeError::Unavailable("connection refused".into())),
+            ..FakeTruth::default()
+        };
+        let access = MemoryAccess::new(store);
+        let mut plan = FixIdsPlan {
+            rules: weekly(),
+            ids: vec![b"4".to_vec(), b"6".to_vec()],
+            dry_run: false,
+            rewrite: true,
+            scan_batch: 10,
+            now: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        };
+        let err = fix_ids(&plan, &access, &mut down()).unwrap_err();
+        assert!(
+            err.to_string().starts_with("REWRITE needs the truth"),
+            "{err}"
+        );
+        assert!(access.store.borrow().writes.is_empty());
+
+        plan.rewrite = false;
+        let outcome = fix_ids(&plan, &access, &mut down()).unwrap();
+        assert_eq!(
+            outcome.truth_error.as_deref(),
+            Some("postgres unavailable: connection refused")
+        );
+        assert_eq!(
+            outcome.fix.actions,
+            vec![FixAction::Deleted, FixAction::Absent]
+        );
+        assert_eq!((outcome.fix.changed, outcome.fix.skipped), (1, 1));
+        let store = access.store.borrow();
+        assert!(store.get("u:4:w").is_none());
+        assert!(store.get("u:5:w").is_some(), "only the asked ids");
+    }
+
+    #[test]
+    fn fix_of_ids_rewrites_to_the_truth() {
+        let mut store = MemoryStore::default();
+        store.set("u:4:w", "50");
+        let access = MemoryAccess::new(store);
+        let plan = FixIdsPlan {
+            rules: weekly(),
+            ids: vec![b"4".to_vec()],
+            dry_run: false,
+            rewrite: true,
+            scan_batch: 10,
+            now: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        };
+        let mut truth = FakeTruth::default().with("weekly", &[("4", Some("12.8"))]);
+        let outcome = fix_ids(&plan, &access, &mut truth).unwrap();
+        assert_eq!(outcome.fix.actions, vec![FixAction::Rewritten]);
+        assert_eq!(outcome.entries[0].diff, Some(37.2));
+        assert_eq!(
+            access.store.borrow().get("u:4:w"),
+            Some(&MemoryValue::Str(b"12.8".to_vec()))
+        );
+    }
+
+    #[test]
+    fn presence_findings_are_published() {
+        let presence =
+            rules(r#"[{"name": "conn", "kind": "presence", "key": "c:{id}", "truth": "x"}]"#);
+        let mut store = MemoryStore::default();
+        store.set("c:a", "up");
+        store.set("c:z", "up");
+        let mut truth = FakeTruth::default().with("conn", &[("a", None), ("b", None)]);
+        let access = MemoryAccess::new(store);
+        let plan = check_plan(presence);
+        let report = run_check(&plan, &access, &mut truth).unwrap();
+        notify_presence(&access, &plan.rules, &report.entries).unwrap();
+        let published = access.store.borrow().published.clone();
+        assert_eq!(
+            published,
+            vec![
+                r#"{"rule":"conn","id":"b","key":"c:b","status":"missing"}"#.to_string(),
+                r#"{"rule":"conn","id":"z","key":"c:z","status":"orphan"}"#.to_string(),
+            ]
+        );
+    }
 }

@@ -11,7 +11,7 @@
 //! matches nothing: each `*` is a recursion, and a hostile pattern (`*?` repeated
 //! a million times) would otherwise overflow a worker's stack and kill Redis.
 
-use std::os::raw::c_char;
+use std::ffi::c_char;
 
 /// Whether `pattern` matches all of `text`, as Redis's SCAN MATCH and KEYS decide.
 pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {

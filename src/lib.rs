@@ -6,10 +6,7 @@
 //! reply) carry their own unit tests and no Redis types.
 
 pub mod args;
-pub mod blocking;
 pub mod cluster;
-pub mod cluster_view;
-pub mod command_docs;
 pub mod commands;
 pub mod compare;
 pub mod config;
@@ -19,21 +16,18 @@ pub mod error;
 pub mod fast_hash;
 pub mod fix;
 pub mod glob;
-pub mod keyspace;
-pub mod logging;
 pub mod purge;
+pub mod redis_api;
 pub mod reply;
 pub mod report;
-pub mod respond;
 pub mod rules;
 pub mod schedule;
 pub mod state;
 pub mod stats;
+pub mod store;
 pub mod sync_run;
 pub mod template;
 pub mod template_overlap;
-pub mod test_hooks;
-pub mod writes;
 
 use std::os::raw::c_int;
 use std::sync::atomic::Ordering;
@@ -42,13 +36,13 @@ use redis_module::configuration::{ConfigurationContext, ConfigurationFlags};
 use redis_module::{raw, redis_module, Context, RedisString, Status};
 
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
-    logging::setup(ctx);
+    redis_api::logging::setup(ctx);
     state::load_rules_at_start(&config::rules_file());
     state::rebuild_pool();
     let _ = state::lanes();
-    test_hooks::register(ctx);
+    redis_api::test_hooks::register(ctx);
     // COMMAND DOCS on Redis 7.0+; a no-op on servers without SetCommandInfo.
-    command_docs::register(ctx);
+    redis_api::command_docs::register(ctx);
     schedule::start(ctx);
     unsafe { raw::RedisModule_RegisterInfoFunc.unwrap()(ctx.ctx, Some(info)) };
     config::INITIALISED.store(true, Ordering::Release);

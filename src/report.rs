@@ -3,6 +3,7 @@
 use std::cmp::Ordering;
 
 use crate::compare::{DriftEntry, Status};
+use crate::fix::{FixIdsOutcome, FixOutcome};
 use crate::reply::Reply;
 
 /// Keys compared and findings for one rule.
@@ -120,6 +121,43 @@ impl CheckReport {
     pub fn to_reply(&self, limit: usize) -> Reply {
         Reply::Map(self.fields(limit, &|_| None))
     }
+}
+
+/// The FIX ALL reply: the check's fields (each entry with its action), then
+/// `dry_run`, `changed`, `skipped`.
+pub fn fix_all_reply(report: &CheckReport, outcome: &FixOutcome, limit: usize) -> Reply {
+    let mut fields = report.fields(limit, &|i| Some(outcome.actions[i].name()));
+    fields.push(("dry_run", Reply::Bool(outcome.dry_run)));
+    fields.push(("changed", Reply::Int(outcome.changed as i64)));
+    fields.push(("skipped", Reply::Int(outcome.skipped as i64)));
+    Reply::Map(fields)
+}
+
+/// The reply to FIX of given ids: entries carry their action, not a status.
+pub fn fix_ids_reply(outcome: &FixIdsOutcome) -> Reply {
+    let truth = match &outcome.truth_error {
+        None => "ok".to_string(),
+        Some(e) => format!("unavailable: {e}"),
+    };
+    let entries = outcome
+        .entries
+        .iter()
+        .zip(&outcome.fix.actions)
+        .map(|(e, a)| {
+            let Reply::Map(mut fields) = entry_reply(e, Some(a.name())) else {
+                unreachable!("entry_reply builds a map")
+            };
+            fields.retain(|(name, _)| *name != "status");
+            Reply::Map(fields)
+        })
+        .collect();
+    Reply::Map(vec![
+        ("dry_run", Reply::Bool(outcome.fix.dry_run)),
+        ("truth", Reply::text(truth)),
+        ("changed", Reply::Int(outcome.fix.changed as i64)),
+        ("skipped", Reply::Int(outcome.fix.skipped as i64)),
+        ("entries", Reply::Array(entries)),
+    ])
 }
 
 /// `{drift, invalid, orphan, missing, no_ttl}` with zeros included.

@@ -9,20 +9,19 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use redis_module::{raw, Context};
+use redis_module::Context;
 
 use crate::config;
 use crate::drift_check::{run_check, CheckPlan, PoolTruth};
 use crate::fix::{fix_all, notify_presence};
-use crate::keyspace::{Expired, GilAccess};
+use crate::redis_api::detached::Detached;
+use crate::redis_api::writes;
 use crate::reply::bytes_as_text;
 use crate::report::CheckReport;
 use crate::state::{self, LoadedRule};
 use crate::stats;
-use crate::writes;
 
 const TICK: Duration = Duration::from_secs(1);
 
@@ -52,7 +51,7 @@ fn tick(ctx: &Context, _: ()) {
         if let Err(panic) = result {
             log::warn!(
                 "consistency: scheduled check panicked: {}",
-                crate::blocking::panic_message(panic.as_ref())
+                crate::redis_api::blocking::panic_message(panic.as_ref())
             );
         }
         RUNNING.store(false, Ordering::Release);
@@ -119,59 +118,6 @@ pub fn next_in_sec() -> Option<u64> {
         .min()
 }
 
-/// A thread-safe context detached from any client, on `consistency.db`.
-struct Detached {
-    tsc: *mut raw::RedisModuleCtx,
-    deadline: Instant,
-}
-
-impl Detached {
-    /// Fails when `db` is no database (databases shrank since it was set).
-    fn new(db: i32, timeout: Duration) -> Result<Detached, String> {
-        let tsc = unsafe { raw::RedisModule_GetThreadSafeContext.unwrap()(std::ptr::null_mut()) };
-        let detached = Detached {
-            tsc,
-            deadline: Instant::now() + timeout,
-        };
-        if detached.with_gil(|ctx| crate::keyspace::select_db(ctx, db)) {
-            Ok(detached)
-        } else {
-            Err(format!(
-                "consistency.db {db} is not a database of this server"
-            ))
-        }
-    }
-}
-
-impl Drop for Detached {
-    fn drop(&mut self) {
-        unsafe { raw::RedisModule_FreeThreadSafeContext.unwrap()(self.tsc) };
-    }
-}
-
-impl GilAccess for Detached {
-    fn with_gil<R>(&self, f: impl FnOnce(&Context) -> R) -> R {
-        unsafe { crate::blocking::with_locked(self.tsc, f) }
-    }
-
-    fn between_slices(&self) -> Result<(), Expired> {
-        thread::sleep(crate::blocking::SLICE_PAUSE);
-        if self.answered() {
-            Err(Expired)
-        } else {
-            Ok(())
-        }
-    }
-
-    fn answered(&self) -> bool {
-        Instant::now() >= self.deadline
-    }
-
-    fn may_wait_for_writes(&self) -> bool {
-        true
-    }
-}
-
 fn run(rules: Vec<Arc<LoadedRule>>) {
     let autofix = config::autofix();
     let names: Vec<String> = rules.iter().map(|r| r.rule.name.clone()).collect();
@@ -216,14 +162,8 @@ fn run(rules: Vec<Arc<LoadedRule>>) {
     };
     stats::record_check(&report);
     let repaired = if autofix {
-        match fix_all(&plan, &report, &access, false, false, 0) {
-            Ok(reply) => reply
-                .get("changed")
-                .and_then(|c| match c {
-                    crate::reply::Reply::Int(n) => Some(*n),
-                    _ => None,
-                })
-                .unwrap_or(0),
+        match fix_all(&plan, &report, &access, false, false) {
+            Ok(outcome) => outcome.changed as i64,
             Err(e) => {
                 log::warn!("consistency: scheduled repair failed: {e}");
                 0
@@ -238,7 +178,7 @@ fn run(rules: Vec<Arc<LoadedRule>>) {
         summary_line(&names, &report, autofix.then_some(repaired))
     );
     drop(report);
-    crate::blocking::release_free_memory();
+    crate::redis_api::blocking::release_free_memory();
 }
 
 /// The one line a scheduled run logs: what was checked, what drifted, the rate,

@@ -18,14 +18,15 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use consistency_bridge::{connect_direct, BridgeError, PgSettings, TruthRow};
-use redis_module::{raw, Context};
+use redis_module::Context;
 
 use crate::config;
 use crate::drift_check::{record_truth, run_check, CheckPlan, TruthSource};
 use crate::error::CommandError;
-use crate::keyspace::MainThread;
+use crate::redis_api::keyspace::MainThread;
 use crate::report::CheckReport;
 use crate::state::{self, LoadedRule};
+use crate::store::{Access, Keyspace};
 
 /// How long past `sync-timeout-ms` the main thread waits for an answer: the
 /// server's own cancellation takes a moment to arrive.
@@ -217,10 +218,14 @@ impl TruthSource for DirectTruth {
 }
 
 /// Refuses work too large to run on the main thread.
-pub fn ensure_small(ctx: &Context, ids: usize, command: &'static str) -> Result<(), CommandError> {
-    let limit = config::sync_max_keys();
+pub fn ensure_small(
+    access: &impl Access,
+    ids: usize,
+    limit: usize,
+    command: &'static str,
+) -> Result<(), CommandError> {
     let what = if ids == 0 {
-        let keys = unsafe { raw::RedisModule_DbSize.unwrap()(ctx.ctx) };
+        let keys = access.hold(|ks| ks.db_size());
         format!("a whole-keyspace run over {keys} keys")
     } else if ids > limit {
         format!("{ids} ids")
@@ -236,7 +241,39 @@ pub fn ensure_small(ctx: &Context, ids: usize, command: &'static str) -> Result<
 
 /// CONSISTENCY.CHECK inside a script or MULTI.
 pub fn check(ctx: &Context, plan: &CheckPlan) -> Result<CheckReport, CommandError> {
-    ensure_small(ctx, plan.ids.len(), "CONSISTENCY.CHECK")?;
+    let main_thread = MainThread(ctx);
+    ensure_small(
+        &main_thread,
+        plan.ids.len(),
+        config::sync_max_keys(),
+        "CONSISTENCY.CHECK",
+    )?;
     let mut truth = DirectTruth::connect()?;
-    Ok(run_check(plan, &MainThread(ctx), &mut truth)?)
+    Ok(run_check(plan, &main_thread, &mut truth)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::{MemoryAccess, MemoryStore};
+
+    #[test]
+    fn scripts_refuse_whole_keyspace_runs_and_too_many_ids() {
+        let mut store = MemoryStore::default();
+        for i in 0..7 {
+            store.set(&format!("k:{i}"), "1");
+        }
+        let access = MemoryAccess::new(store);
+        assert_eq!(ensure_small(&access, 3, 3, "CONSISTENCY.CHECK"), Ok(()));
+        let err = ensure_small(&access, 4, 3, "CONSISTENCY.FIX").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "too large for a script or MULTI: 4 ids over sync-max-keys 3; call CONSISTENCY.FIX directly"
+        );
+        let err = ensure_small(&access, 0, 1000, "CONSISTENCY.FIX ALL").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "too large for a script or MULTI: a whole-keyspace run over 7 keys over sync-max-keys 1000; call CONSISTENCY.FIX ALL directly"
+        );
+    }
 }

@@ -4,11 +4,11 @@ use redis_module::{Context, RedisResult, RedisString};
 
 use super::{cannot_block, guarded, render, select_rules, Outcome};
 use crate::args::{parse_check, ReplyFormat};
-use crate::blocking::run_on_lane;
 use crate::config;
 use crate::drift_check::{run_check, CheckPlan, PoolTruth};
 use crate::fix::notify_presence;
-use crate::keyspace::MainThread;
+use crate::redis_api::blocking::run_on_lane;
+use crate::redis_api::keyspace::MainThread;
 use crate::reply::Reply;
 use crate::report::CheckReport;
 use crate::state;

@@ -8,14 +8,15 @@ use redis_module::{Context, RedisResult, RedisString};
 
 use super::{cannot_block, guarded, render, select_rules, Outcome};
 use crate::args::{parse_fix, FixArgs, FixTarget, ReplyFormat};
-use crate::blocking::run_on_lane;
 use crate::commands::check::DEFAULT_LIMIT;
 use crate::config;
 use crate::drift_check::{run_check, CheckPlan, PoolTruth, TruthSource};
 use crate::error::CommandError;
 use crate::fix::{fix_all, fix_ids, FixIdsPlan};
-use crate::keyspace::MainThread;
+use crate::redis_api::blocking::run_on_lane;
+use crate::redis_api::keyspace::MainThread;
 use crate::reply::Reply;
+use crate::report::{fix_all_reply, fix_ids_reply};
 use crate::rules::FixPolicy;
 use crate::state::{self, LoadedRule};
 use crate::stats;
@@ -45,15 +46,20 @@ pub fn fix(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                     now,
                 };
                 if cannot_block(ctx) {
-                    ensure_small(ctx, plan.ids.len(), "CONSISTENCY.FIX")?;
+                    ensure_small(
+                        &MainThread(ctx),
+                        plan.ids.len(),
+                        config::sync_max_keys(),
+                        "CONSISTENCY.FIX",
+                    )?;
                     let mut truth = match DirectTruth::connect() {
                         Ok(t) => Truth::Direct(Box::new(t)),
                         Err(CommandError::Postgres(e)) => Truth::Unavailable(e),
                         Err(other) => return Err(other),
                     };
-                    let reply = fix_ids(&plan, &MainThread(ctx), &mut truth)
+                    let outcome = fix_ids(&plan, &MainThread(ctx), &mut truth)
                         .map_err(|e| CommandError::Repair(e.to_string()))?;
-                    return Ok(Outcome::Reply(render(reply, format)));
+                    return Ok(Outcome::Reply(render(fix_ids_reply(&outcome), format)));
                 }
                 run_on_lane(ctx, &state::lanes().truth, move |job| {
                     let mut truth = match state::pool() {
@@ -61,7 +67,7 @@ pub fn fix(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                         Err(e) => Truth::Unavailable(e),
                     };
                     match fix_ids(&plan, job, &mut truth) {
-                        Ok(reply) => render(reply, format),
+                        Ok(outcome) => render(fix_ids_reply(&outcome), format),
                         Err(e) => Reply::err(e),
                     }
                 });
@@ -88,8 +94,10 @@ pub fn fix(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                         Err(e) => return Reply::err(e),
                     };
                     stats::record_check(&report);
-                    match fix_all(&plan, &report, job, dry_run, rewrite, DEFAULT_LIMIT) {
-                        Ok(reply) => render(reply, format),
+                    match fix_all(&plan, &report, job, dry_run, rewrite) {
+                        Ok(outcome) => {
+                            render(fix_all_reply(&report, &outcome, DEFAULT_LIMIT), format)
+                        }
                         Err(e) => Reply::err(e),
                     }
                 });
@@ -102,7 +110,12 @@ pub fn fix(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// FIX ALL scans the whole keyspace: never inside a script or MULTI.
 fn ensure_can_block(ctx: &Context) -> Result<(), CommandError> {
     if cannot_block(ctx) {
-        ensure_small(ctx, 0, "CONSISTENCY.FIX ALL")?;
+        ensure_small(
+            &MainThread(ctx),
+            0,
+            config::sync_max_keys(),
+            "CONSISTENCY.FIX ALL",
+        )?;
     }
     Ok(())
 }

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use redis_module::{Context, ContextFlags, RedisResult, RedisString, RedisValue};
 
 use crate::args::ReplyFormat;
-use crate::blocking::panic_message;
 use crate::error::CommandError;
+use crate::redis_api::blocking::panic_message;
+use crate::redis_api::respond;
 use crate::reply::Reply;
-use crate::respond;
 use crate::state::{self, LoadedRule};
 
 /// What a handler did: answered at once, or blocked the client on a job.

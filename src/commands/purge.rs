@@ -4,11 +4,11 @@ use redis_module::{Context, RedisResult, RedisString};
 
 use super::{cannot_block, guarded, select_rules, Outcome};
 use crate::args::{parse_purge, PurgeTarget};
-use crate::blocking::run_on_lane;
 use crate::config;
 use crate::error::CommandError;
-use crate::keyspace::MainThread;
 use crate::purge::{run_purge, PurgeMatch, PurgePlan};
+use crate::redis_api::blocking::run_on_lane;
+use crate::redis_api::keyspace::MainThread;
 use crate::reply::Reply;
 use crate::state;
 use crate::sync_run::ensure_small;
@@ -40,7 +40,12 @@ pub fn purge(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         if cannot_block(ctx) {
             // Bounded by LIMIT: without one, a purge is as large as the keyspace
             // (0 asks for the whole-keyspace refusal, which names DBSIZE).
-            ensure_small(ctx, plan.limit.map_or(0, |l| l.max(1)), "CONSISTENCY.PURGE")?;
+            ensure_small(
+                &MainThread(ctx),
+                plan.limit.map_or(0, |l| l.max(1)),
+                config::sync_max_keys(),
+                "CONSISTENCY.PURGE",
+            )?;
             let reply = run_purge(&plan, &MainThread(ctx))
                 .map_err(|e| CommandError::Repair(e.to_string()))?;
             return Ok(Outcome::Reply(reply));

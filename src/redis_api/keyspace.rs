@@ -10,87 +10,95 @@ use std::ffi::{c_void, CString};
 use std::os::raw::{c_char, c_int};
 use std::ptr;
 
+use std::sync::Arc;
+
 use redis_module::{raw, Context};
 
+use super::{cluster_view, writes};
+use crate::cluster::SlotSet;
 use crate::compare::{CachedKey, CachedValue, WindowSummer};
 use crate::rules::RuleKind;
+use crate::store::{Access, Expired, Keyspace};
 
-/// Access to the keyspace in slices. Between two slices Redis serves other clients.
-pub trait GilAccess {
-    /// Runs `f` with the GIL held, on a context whose selected db is the caller's.
-    fn with_gil<R>(&self, f: impl FnOnce(&Context) -> R) -> R;
-    /// Called between slices: pauses so the main thread is never starved, and
-    /// answers `Err` once the job's deadline has passed.
-    fn between_slices(&self) -> Result<(), Expired>;
-    /// Whether the job is over for its client: answered by the deadline, by
-    /// CLIENT UNBLOCK or gone with a disconnect. No write may follow that.
-    fn answered(&self) -> bool {
-        false
-    }
-    /// Whether this caller may wait, GIL released, while writes are paused: a
-    /// worker may; the main thread (scripts, MULTI) must not, and never meets a
-    /// pause anyway (Redis holds paused clients' commands back).
-    fn may_wait_for_writes(&self) -> bool {
-        false
-    }
+/// Redis as seen from one hold of its lock: the module API behind the
+/// [`Keyspace`] seam. A context wrapper, made for each hold.
+pub struct ModuleKeyspace {
+    ctx: Context,
+}
 
-    /// Runs `f`, which writes, in one GIL hold, and only while writing is safe:
-    /// the client still waits for this job, this node is a primary, and writes
-    /// are not paused (CLIENT PAUSE WRITE, FAILOVER, CLUSTER FAILOVER: a module
-    /// write then trips an assertion in Redis when the GIL is released). While
-    /// paused it waits, GIL released, until the pause ends or the job's time does.
-    /// Checked and written in one hold, so nothing can change in between.
-    fn write_hold<R>(&self, f: impl FnOnce(&Context) -> R) -> Result<R, WriteStop> {
-        let mut f = Some(f);
-        loop {
-            let done = self.with_gil(|ctx| {
-                if self.answered() {
-                    return Err(WriteStop::Answered);
-                }
-                if self.may_wait_for_writes() && crate::writes::writes_paused() {
-                    return Ok(None);
-                }
-                if !crate::writes::is_primary(ctx) {
-                    return Err(WriteStop::NotPrimary);
-                }
-                Ok(f.take().map(|f| f(ctx)))
-            })?;
-            if let Some(result) = done {
-                return Ok(result);
-            }
-            std::thread::sleep(PAUSED_WRITES_POLL);
-            if self.answered() {
-                return Err(WriteStop::StillPaused);
-            }
+impl ModuleKeyspace {
+    /// The keyspace of `ctx` (a command's, a blocked client's thread-safe
+    /// context, or a detached one), whose lock the caller holds.
+    pub fn new(ctx: &Context) -> ModuleKeyspace {
+        ModuleKeyspace {
+            ctx: Context::new(ctx.ctx),
         }
     }
 }
 
-/// How often a job waiting for paused writes looks again.
-const PAUSED_WRITES_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+impl Keyspace for ModuleKeyspace {
+    type Cursor = KeyScan;
 
-/// Why [`GilAccess::write_hold`] wrote nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteStop {
-    /// The client has its answer (deadline, CLIENT UNBLOCK, disconnect).
-    Answered,
-    /// This node is a replica now (a failover).
-    NotPrimary,
-    /// Writes stayed paused until the job's time ran out.
-    StillPaused,
+    fn new_cursor(&mut self) -> KeyScan {
+        KeyScan::new()
+    }
+
+    fn scan(&mut self, cursor: &mut KeyScan, budget: usize, visit: &mut dyn FnMut(&[u8])) -> bool {
+        cursor.next_slice(&self.ctx, budget, visit);
+        !cursor.is_done()
+    }
+
+    fn read(&mut self, names: &[&[u8]], kind: &RuleKind, window_start_ms: f64) -> Vec<CachedKey> {
+        read_many(&self.ctx, names, kind, window_start_ms)
+    }
+
+    fn unlink(&mut self, keys: &[&[u8]]) -> Result<i64, String> {
+        writes::unlink(&self.ctx, keys)
+    }
+
+    fn set_keep_ttl(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
+        writes::set_keep_ttl(&self.ctx, key, value)
+    }
+
+    fn set_hash_field(&mut self, key: &[u8], field: &[u8], value: &[u8]) -> Result<(), String> {
+        writes::set_hash_field(&self.ctx, key, field, value)
+    }
+
+    fn audit(&mut self, fields: &[(&str, &[u8])]) {
+        writes::audit(&self.ctx, fields)
+    }
+
+    fn publish(&mut self, message: &str) {
+        writes::notify(&self.ctx, message)
+    }
+
+    fn is_primary(&mut self) -> bool {
+        writes::is_primary(&self.ctx)
+    }
+
+    fn writes_paused(&mut self) -> bool {
+        writes::writes_paused()
+    }
+
+    fn slots(&mut self) -> Arc<SlotSet> {
+        cluster_view::refresh(&self.ctx)
+    }
+
+    fn db_size(&mut self) -> u64 {
+        unsafe { raw::RedisModule_DbSize.unwrap()(self.ctx.ctx) }
+    }
 }
 
-/// The job ran out of time; its client has been (or will be) answered with a timeout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Expired;
-
-/// The main thread, where the GIL is already held (Lua and MULTI): no pauses.
+/// The main thread, where the lock is already held (Lua and MULTI): no pauses.
 pub struct MainThread<'c>(pub &'c Context);
 
-impl GilAccess for MainThread<'_> {
-    fn with_gil<R>(&self, f: impl FnOnce(&Context) -> R) -> R {
-        f(self.0)
+impl Access for MainThread<'_> {
+    type Keyspace = ModuleKeyspace;
+
+    fn hold<R>(&self, f: impl FnOnce(&mut ModuleKeyspace) -> R) -> R {
+        f(&mut ModuleKeyspace::new(self.0))
     }
+
     fn between_slices(&self) -> Result<(), Expired> {
         Ok(())
     }
@@ -278,7 +286,7 @@ fn type_name(t: isize) -> &'static str {
 /// Reads many keys of one rule kind in one GIL hold. Number rules read their
 /// strings with one MGET for the whole batch: a call per key would cost more than
 /// everything else a check does.
-pub fn read_many(
+fn read_many(
     ctx: &Context,
     names: &[&[u8]],
     kind: &RuleKind,
@@ -323,7 +331,7 @@ pub fn read_many(
     // One MGET for every string, then the recency each key had before it. In a
     // cluster an MGET may not cross slots: one per slot there.
     let slot_of = |name: &OwnedName| crate::cluster::key_slot(string_bytes(name.inner));
-    let cluster = crate::cluster_view::in_cluster(ctx);
+    let cluster = crate::redis_api::cluster_view::in_cluster(ctx);
     if cluster {
         strings.sort_by_key(|(_, name, _)| slot_of(name));
     }
@@ -430,7 +438,7 @@ fn probe_key(ctx: &Context, keyname: &OwnedName) -> Probe {
 
 /// Reads the key `name` as a rule of `kind` sees it. `window_start_ms` cuts
 /// window_sum ZSETs (scores are epoch ms). The caller holds the GIL.
-pub fn read_key(ctx: &Context, name: &[u8], kind: &RuleKind, window_start_ms: f64) -> CachedKey {
+fn read_key(ctx: &Context, name: &[u8], kind: &RuleKind, window_start_ms: f64) -> CachedKey {
     let keyname = OwnedName::new(ctx, name);
     let Probe::Found {
         key,

@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 use consistency_bridge::Lane;
 use redis_module::{raw, Context};
 
+use super::keyspace::ModuleKeyspace;
+use super::respond;
 use crate::config;
-use crate::keyspace::{Expired, GilAccess};
 use crate::reply::Reply;
-use crate::respond;
+use crate::store::{Access, Expired};
 
 /// The pause between two GIL holds: long enough for the main thread to run its
 /// event loop, short enough that a 1M-key scan is not slowed much.
@@ -116,9 +117,11 @@ impl BlockedJob {
     }
 }
 
-impl GilAccess for BlockedJob {
-    fn with_gil<R>(&self, f: impl FnOnce(&Context) -> R) -> R {
-        unsafe { with_locked(self.tsc, f) }
+impl Access for BlockedJob {
+    type Keyspace = ModuleKeyspace;
+
+    fn hold<R>(&self, f: impl FnOnce(&mut ModuleKeyspace) -> R) -> R {
+        unsafe { with_locked(self.tsc, |ctx| f(&mut ModuleKeyspace::new(ctx))) }
     }
 
     fn between_slices(&self) -> Result<(), Expired> {
@@ -219,7 +222,7 @@ pub fn run_on_lane(
             Reply::err("timeout: the job waited in the queue past consistency.job-timeout-ms")
         } else {
             catch_unwind(AssertUnwindSafe(|| {
-                crate::test_hooks::before_job();
+                crate::redis_api::test_hooks::before_job();
                 work(&job)
             }))
             .unwrap_or_else(|payload| {

@@ -8,7 +8,7 @@ use redis_module::{
     raw, CallOptionsBuilder, CallReply, CallResult, Context, ContextFlags, ErrorReply,
 };
 
-use crate::cluster_view;
+use super::cluster_view;
 use crate::config;
 
 /// Whether this node may write: a replica or a node mid-failover must not.
