@@ -11,29 +11,49 @@ use redis_module::{RedisError, RedisString};
 
 pub const DEFAULT_PG_URL: &str = "host=127.0.0.1 user=postgres dbname=postgres";
 
+/// Each config's default, written once: the statics below start with them and
+/// lib.rs registers them.
+pub mod defaults {
+    pub const PG_CONNECT_TIMEOUT_MS: i64 = 2000;
+    pub const PG_STATEMENT_TIMEOUT_MS: i64 = 30000;
+    pub const JOB_TIMEOUT_MS: i64 = 60000;
+    pub const WORKERS: i64 = 2;
+    pub const POOL_SIZE: i64 = 4;
+    pub const SCAN_BATCH: i64 = 500;
+    pub const VERIFY_ROUNDS: i64 = 2;
+    pub const CHECK_INTERVAL_SEC: i64 = 0;
+    pub const AUDIT_MAXLEN: i64 = 100_000;
+    pub const SYNC_TIMEOUT_MS: i64 = 250;
+    pub const SYNC_MAX_KEYS: i64 = 1000;
+    pub const MAX_QUEUE: i64 = 64;
+    pub const DB: i64 = 0;
+    pub const AUTOFIX: bool = false;
+    pub const THRESHOLD: &str = "5.0";
+    pub const NOTIFY_CHANNEL: &str = "consistency:events";
+}
+
 pub static PG_URL: Mutex<String> = Mutex::new(String::new());
 pub static PG_PASSWORD_FILE: Mutex<String> = Mutex::new(String::new());
-pub static PG_CONNECT_TIMEOUT_MS: AtomicI64 = AtomicI64::new(2000);
-pub static PG_STATEMENT_TIMEOUT_MS: AtomicI64 = AtomicI64::new(30000);
-pub static JOB_TIMEOUT_MS: AtomicI64 = AtomicI64::new(60000);
-pub static RULES_FILE: RulesFileConfig = RulesFileConfig(Mutex::new(String::new()));
-pub static WORKERS: AtomicI64 = AtomicI64::new(2);
-pub static POOL_SIZE: AtomicI64 = AtomicI64::new(4);
+pub static PG_CONNECT_TIMEOUT_MS: AtomicI64 = AtomicI64::new(defaults::PG_CONNECT_TIMEOUT_MS);
+pub static PG_STATEMENT_TIMEOUT_MS: AtomicI64 = AtomicI64::new(defaults::PG_STATEMENT_TIMEOUT_MS);
+pub static JOB_TIMEOUT_MS: AtomicI64 = AtomicI64::new(defaults::JOB_TIMEOUT_MS);
+pub static WORKERS: AtomicI64 = AtomicI64::new(defaults::WORKERS);
+pub static POOL_SIZE: AtomicI64 = AtomicI64::new(defaults::POOL_SIZE);
 pub static THRESHOLD: ThresholdConfig = ThresholdConfig {
     text: Mutex::new(String::new()),
     bits: AtomicU64::new(0x4014_0000_0000_0000), // 5.0
 };
-pub static SCAN_BATCH: AtomicI64 = AtomicI64::new(500);
-pub static VERIFY_ROUNDS: AtomicI64 = AtomicI64::new(2);
-pub static CHECK_INTERVAL_SEC: AtomicI64 = AtomicI64::new(0);
-pub static AUTOFIX: AtomicBool = AtomicBool::new(false);
-pub static DB: DbConfig = DbConfig(AtomicI64::new(0));
+pub static SCAN_BATCH: AtomicI64 = AtomicI64::new(defaults::SCAN_BATCH);
+pub static VERIFY_ROUNDS: AtomicI64 = AtomicI64::new(defaults::VERIFY_ROUNDS);
+pub static CHECK_INTERVAL_SEC: AtomicI64 = AtomicI64::new(defaults::CHECK_INTERVAL_SEC);
+pub static AUTOFIX: AtomicBool = AtomicBool::new(defaults::AUTOFIX);
+pub static DB: DbConfig = DbConfig(AtomicI64::new(defaults::DB));
 pub static AUDIT_STREAM: Mutex<String> = Mutex::new(String::new());
-pub static AUDIT_MAXLEN: AtomicI64 = AtomicI64::new(100_000);
+pub static AUDIT_MAXLEN: AtomicI64 = AtomicI64::new(defaults::AUDIT_MAXLEN);
 pub static NOTIFY_CHANNEL: Mutex<String> = Mutex::new(String::new());
-pub static SYNC_TIMEOUT_MS: AtomicI64 = AtomicI64::new(250);
-pub static SYNC_MAX_KEYS: AtomicI64 = AtomicI64::new(1000);
-pub static MAX_QUEUE: AtomicI64 = AtomicI64::new(64);
+pub static SYNC_TIMEOUT_MS: AtomicI64 = AtomicI64::new(defaults::SYNC_TIMEOUT_MS);
+pub static SYNC_MAX_KEYS: AtomicI64 = AtomicI64::new(defaults::SYNC_MAX_KEYS);
+pub static MAX_QUEUE: AtomicI64 = AtomicI64::new(defaults::MAX_QUEUE);
 
 /// Set once `init` has run: before that, configs are being loaded and must not act.
 pub static INITIALISED: AtomicBool = AtomicBool::new(false);
@@ -60,9 +80,6 @@ pub fn statement_timeout() -> Duration {
 }
 pub fn job_timeout() -> Duration {
     ms(&JOB_TIMEOUT_MS)
-}
-pub fn rules_file() -> String {
-    RULES_FILE.0.lock().unwrap().clone()
 }
 pub fn workers() -> usize {
     int(&WORKERS)
@@ -133,26 +150,6 @@ impl ConfigurationValue<RedisString> for ThresholdConfig {
             })?;
         self.bits.store(value.to_bits(), Ordering::Relaxed);
         *self.text.lock().unwrap() = text;
-        Ok(())
-    }
-}
-
-/// `consistency.rules-file`: once the module runs, setting it loads the file and
-/// refuses a bad one (the old rules stay); while Redis starts it is only stored,
-/// so a bad file never stops Redis from starting.
-pub struct RulesFileConfig(Mutex<String>);
-
-impl ConfigurationValue<RedisString> for RulesFileConfig {
-    fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
-        RedisString::create(None, self.0.lock().unwrap().as_str())
-    }
-
-    fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
-        let path = val.to_string_lossy();
-        if INITIALISED.load(Ordering::Acquire) {
-            crate::state::load_rules(&path).map_err(|e| RedisError::String(e.to_string()))?;
-        }
-        *self.0.lock().unwrap() = path;
         Ok(())
     }
 }

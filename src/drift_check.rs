@@ -153,6 +153,36 @@ pub struct CheckPlan {
     pub now: SystemTime,
 }
 
+impl CheckPlan {
+    /// A check of `rules` (of `ids` only, when given) with the module's configs
+    /// in force now; windows are cut at this instant.
+    pub fn configured(
+        rules: Vec<Arc<LoadedRule>>,
+        ids: Vec<Vec<u8>>,
+        threshold_override: Option<f64>,
+    ) -> CheckPlan {
+        CheckPlan {
+            rules,
+            ids,
+            threshold_override,
+            default_threshold: crate::config::threshold(),
+            verify_rounds: crate::config::verify_rounds(),
+            scan_batch: crate::config::scan_batch(),
+            now: SystemTime::now(),
+        }
+    }
+}
+
+impl PoolTruth {
+    /// Truth through the module's pool, with the configured statement timeout.
+    pub fn from_pool() -> Result<PoolTruth, BridgeError> {
+        Ok(PoolTruth {
+            pool: crate::state::pool()?,
+            statement_timeout: crate::config::statement_timeout(),
+        })
+    }
+}
+
 /// Why a check produced no report.
 #[derive(Debug)]
 pub enum CheckError {

@@ -105,7 +105,7 @@ impl std::fmt::Display for FixError {
 
 /// How a key is to be repaired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Repair {
+pub enum Repair {
     Delete,
     Rewrite,
 }
@@ -287,14 +287,14 @@ pub fn plan_repair(
     entry: &DriftEntry,
     rewrite: bool,
     truth_ok: bool,
-) -> Option<bool> {
+) -> Option<Repair> {
     let can_rewrite = rule.rule.kind.can_rewrite() && truth_ok;
     match entry.status {
         Status::Missing => None,
         Status::Drift if can_rewrite && (rewrite || rule.rule.fix == FixPolicy::Rewrite) => {
-            Some(true)
+            Some(Repair::Rewrite)
         }
-        Status::Drift | Status::Invalid | Status::Orphan | Status::NoTtl => Some(false),
+        Status::Drift | Status::Invalid | Status::Orphan | Status::NoTtl => Some(Repair::Delete),
     }
 }
 
@@ -462,7 +462,7 @@ pub fn fix_ids<A: Access, T: TruthSource>(
         .iter()
         .map(|(i, e, local)| {
             let rule = &plan.rules[*i];
-            let rewrite = plan_repair(rule, e, plan.rewrite, truth_ok) == Some(true)
+            let rewrite = plan_repair(rule, e, plan.rewrite, truth_ok) == Some(Repair::Rewrite)
                 && e.status != Status::Orphan;
             RepairItem {
                 rule,
@@ -579,7 +579,7 @@ pub fn fix_all<A: Access>(
             item_of_entry.push(None);
             continue;
         };
-        let Some(rw) = plan_repair(rule, e, rewrite, true) else {
+        let Some(repair) = plan_repair(rule, e, rewrite, true) else {
             item_of_entry.push(None);
             continue;
         };
@@ -588,7 +588,7 @@ pub fn fix_all<A: Access>(
                 rule,
                 entry: e,
                 expect: Some(&e.seen),
-                rewrite_to: rw.then(|| rewrite_value(e)),
+                rewrite_to: (repair == Repair::Rewrite).then(|| rewrite_value(e)),
                 local: true,
             });
             items.len() - 1

@@ -128,11 +128,6 @@ fn match_at(
     left(p) == 0 && t == text.len()
 }
 
-/// A pattern that would match every key (only `*`s, or empty): PURGE refuses it.
-pub fn matches_everything(pattern: &[u8]) -> bool {
-    pattern.iter().all(|&c| c == b'*')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,12 +212,5 @@ mod tests {
         let started = std::time::Instant::now();
         assert!(!glob_match(&pattern, &text));
         assert!(started.elapsed() < std::time::Duration::from_secs(2));
-    }
-
-    #[test]
-    fn everything_patterns() {
-        assert!(matches_everything(b""));
-        assert!(matches_everything(b"***"));
-        assert!(!matches_everything(b"user:*"));
     }
 }

@@ -3,7 +3,11 @@
 //!
 //! Everything that touches Redis lives in this crate; `consistency-bridge` knows
 //! PostgreSQL. Pure parts (args, rules, template, compare, decimal, report,
-//! reply) carry their own unit tests and no Redis types.
+//! reply) carry their own unit tests and no Redis types. The run layer
+//! (drift_check, fix, purge, schedule, sync_run) talks to Redis only through the
+//! `store` seam, implemented once over the module API in `redis_api` (the only
+//! folder with `raw::` and `unsafe`, besides the registration below) and once in
+//! memory for unit tests; `commands` turns its plain results into replies.
 
 pub mod args;
 pub mod cluster;
@@ -37,7 +41,7 @@ use redis_module::{raw, redis_module, Context, RedisString, Status};
 
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     redis_api::logging::setup(ctx);
-    state::load_rules_at_start(&config::rules_file());
+    state::load_rules_at_start(&state::rules_file());
     state::rebuild_pool();
     let _ = state::lanes();
     redis_api::test_hooks::register(ctx);
@@ -108,30 +112,30 @@ mod registration {
         ],
         configurations: [
             i64: [
-                ["pg-connect-timeout-ms", &config::PG_CONNECT_TIMEOUT_MS, 2000, 1, 600_000, DEFAULT, Some(Box::new(pool_changed))],
-                ["pg-statement-timeout-ms", &config::PG_STATEMENT_TIMEOUT_MS, 30000, 1, 86_400_000, DEFAULT, None],
-                ["job-timeout-ms", &config::JOB_TIMEOUT_MS, 60000, 1, 86_400_000, DEFAULT, None],
-                ["workers", &config::WORKERS, 2, 1, 64, IMMUTABLE, None],
-                ["pool-size", &config::POOL_SIZE, 4, 1, 256, IMMUTABLE, None],
-                ["scan-batch", &config::SCAN_BATCH, 500, 1, 100_000, DEFAULT, None],
-                ["verify-rounds", &config::VERIFY_ROUNDS, 2, 1, 10, DEFAULT, None],
-                ["check-interval-sec", &config::CHECK_INTERVAL_SEC, 0, 0, 31_536_000, DEFAULT, None],
-                ["db", &config::DB, 0, 0, 1_000_000, DEFAULT, None],
-                ["audit-maxlen", &config::AUDIT_MAXLEN, 100_000, 0, i64::MAX, DEFAULT, None],
-                ["sync-timeout-ms", &config::SYNC_TIMEOUT_MS, 250, 1, 60_000, DEFAULT, None],
-                ["sync-max-keys", &config::SYNC_MAX_KEYS, 1000, 0, 1_000_000, DEFAULT, None],
-                ["max-queue", &config::MAX_QUEUE, 64, 1, 100_000, IMMUTABLE, None],
+                ["pg-connect-timeout-ms", &config::PG_CONNECT_TIMEOUT_MS, config::defaults::PG_CONNECT_TIMEOUT_MS, 1, 600_000, DEFAULT, Some(Box::new(pool_changed))],
+                ["pg-statement-timeout-ms", &config::PG_STATEMENT_TIMEOUT_MS, config::defaults::PG_STATEMENT_TIMEOUT_MS, 1, 86_400_000, DEFAULT, None],
+                ["job-timeout-ms", &config::JOB_TIMEOUT_MS, config::defaults::JOB_TIMEOUT_MS, 1, 86_400_000, DEFAULT, None],
+                ["workers", &config::WORKERS, config::defaults::WORKERS, 1, 64, IMMUTABLE, None],
+                ["pool-size", &config::POOL_SIZE, config::defaults::POOL_SIZE, 1, 256, IMMUTABLE, None],
+                ["scan-batch", &config::SCAN_BATCH, config::defaults::SCAN_BATCH, 1, 100_000, DEFAULT, None],
+                ["verify-rounds", &config::VERIFY_ROUNDS, config::defaults::VERIFY_ROUNDS, 1, 10, DEFAULT, None],
+                ["check-interval-sec", &config::CHECK_INTERVAL_SEC, config::defaults::CHECK_INTERVAL_SEC, 0, 31_536_000, DEFAULT, None],
+                ["db", &config::DB, config::defaults::DB, 0, 1_000_000, DEFAULT, None],
+                ["audit-maxlen", &config::AUDIT_MAXLEN, config::defaults::AUDIT_MAXLEN, 0, i64::MAX, DEFAULT, None],
+                ["sync-timeout-ms", &config::SYNC_TIMEOUT_MS, config::defaults::SYNC_TIMEOUT_MS, 1, 60_000, DEFAULT, None],
+                ["sync-max-keys", &config::SYNC_MAX_KEYS, config::defaults::SYNC_MAX_KEYS, 0, 1_000_000, DEFAULT, None],
+                ["max-queue", &config::MAX_QUEUE, config::defaults::MAX_QUEUE, 1, 100_000, IMMUTABLE, None],
             ],
             string: [
                 ["pg-url", &config::PG_URL, config::DEFAULT_PG_URL, DEFAULT, Some(Box::new(pool_changed))],
                 ["pg-password-file", &config::PG_PASSWORD_FILE, "", IMMUTABLE, None],
-                ["rules-file", &config::RULES_FILE, "", DEFAULT, None],
-                ["threshold", &config::THRESHOLD, "5.0", DEFAULT, None],
+                ["rules-file", &state::RULES_FILE, "", DEFAULT, None],
+                ["threshold", &config::THRESHOLD, config::defaults::THRESHOLD, DEFAULT, None],
                 ["audit-stream", &config::AUDIT_STREAM, "", DEFAULT, None],
-                ["notify-channel", &config::NOTIFY_CHANNEL, "consistency:events", DEFAULT, None],
+                ["notify-channel", &config::NOTIFY_CHANNEL, config::defaults::NOTIFY_CHANNEL, DEFAULT, None],
             ],
             bool: [
-                ["autofix", &config::AUTOFIX, false, DEFAULT, None],
+                ["autofix", &config::AUTOFIX, config::defaults::AUTOFIX, DEFAULT, None],
             ],
             enum: [],
             module_args_as_configuration: true,

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use redis_module::Context;
 
@@ -51,7 +51,7 @@ fn tick(ctx: &Context, _: ()) {
         if let Err(panic) = result {
             log::warn!(
                 "consistency: scheduled check panicked: {}",
-                crate::redis_api::blocking::panic_message(panic.as_ref())
+                consistency_bridge::panic_message(panic.as_ref())
             );
         }
         RUNNING.store(false, Ordering::Release);
@@ -121,15 +121,7 @@ pub fn next_in_sec() -> Option<u64> {
 fn run(rules: Vec<Arc<LoadedRule>>) {
     let autofix = config::autofix();
     let names: Vec<String> = rules.iter().map(|r| r.rule.name.clone()).collect();
-    let plan = CheckPlan {
-        rules,
-        ids: Vec::new(),
-        threshold_override: None,
-        default_threshold: config::threshold(),
-        verify_rounds: config::verify_rounds(),
-        scan_batch: config::scan_batch(),
-        now: SystemTime::now(),
-    };
+    let plan = CheckPlan::configured(rules, Vec::new(), None);
     let access = match Detached::new(config::db(), config::job_timeout()) {
         Ok(access) => access,
         Err(e) => {
@@ -140,11 +132,8 @@ fn run(rules: Vec<Arc<LoadedRule>>) {
             return;
         }
     };
-    let mut truth = match state::pool() {
-        Ok(pool) => PoolTruth {
-            pool,
-            statement_timeout: config::statement_timeout(),
-        },
+    let mut truth = match PoolTruth::from_pool() {
+        Ok(truth) => truth,
         Err(e) => {
             log::warn!("consistency: scheduled check skipped: {e}");
             return;

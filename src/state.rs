@@ -1,7 +1,11 @@
 //! The module's running state: loaded rules, the PostgreSQL pool and the lanes.
 
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
+
+use redis_module::configuration::{ConfigurationContext, ConfigurationValue};
+use redis_module::{RedisError, RedisString};
 
 use consistency_bridge::{
     read_password_file, BridgeError, Lane, PgPool, PgSettings, TruthQuery, TruthShape,
@@ -148,5 +152,33 @@ pub fn stop_lanes() {
     if let Some(l) = LANES.get() {
         l.truth.shutdown(Duration::from_secs(2));
         l.keyspace.shutdown(Duration::from_secs(2));
+    }
+}
+
+/// `consistency.rules-file`, kept here with the loading it triggers, so the
+/// configs do not depend on the module's state.
+pub static RULES_FILE: RulesFileConfig = RulesFileConfig(Mutex::new(String::new()));
+
+pub fn rules_file() -> String {
+    RULES_FILE.0.lock().unwrap().clone()
+}
+
+/// `consistency.rules-file`: once the module runs, setting it loads the file and
+/// refuses a bad one (the old rules stay); while Redis starts it is only stored,
+/// so a bad file never stops Redis from starting.
+pub struct RulesFileConfig(Mutex<String>);
+
+impl ConfigurationValue<RedisString> for RulesFileConfig {
+    fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
+        RedisString::create(None, self.0.lock().unwrap().as_str())
+    }
+
+    fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
+        let path = val.to_string_lossy();
+        if crate::config::INITIALISED.load(Ordering::Acquire) {
+            load_rules(&path).map_err(|e| RedisError::String(e.to_string()))?;
+        }
+        *self.0.lock().unwrap() = path;
+        Ok(())
     }
 }

@@ -146,20 +146,6 @@ impl KeyTemplate {
         atoms.extend(self.suffix.iter().map(|&b| Atom::Byte(b)));
         atoms
     }
-
-    /// A Redis glob (SCAN MATCH / KEYS) matching every key of this template:
-    /// the prefix and suffix with glob metachars `* ? [ ] \` escaped by
-    /// backslash, `*` in place of {id}.
-    ///
-    /// The glob may also match keys that [`KeyTemplate::id_of`] rejects (for
-    /// `a{id}a`, the key `aa`), so scanned keys are still filtered by `id_of`.
-    pub fn scan_match(&self) -> Vec<u8> {
-        let mut glob = Vec::with_capacity(2 * (self.prefix.len() + self.suffix.len()) + 1);
-        push_glob_literal(&mut glob, &self.prefix);
-        glob.push(b'*');
-        push_glob_literal(&mut glob, &self.suffix);
-        glob
-    }
 }
 
 impl fmt::Display for KeyTemplate {
@@ -176,38 +162,12 @@ pub enum Atom {
     AnyBut(u8),
 }
 
-/// Appends `literal` to `glob` so that Redis's glob matcher reads it literally.
-fn push_glob_literal(glob: &mut Vec<u8>, literal: &[u8]) {
-    for &byte in literal {
-        if matches!(byte, b'*' | b'?' | b'[' | b']' | b'\\') {
-            glob.push(b'\\');
-        }
-        glob.push(byte);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn template(source: &str) -> KeyTemplate {
         KeyTemplate::parse(source).unwrap()
-    }
-
-    /// A minimal Redis-style glob matcher (`*`, `?`, `\` escapes; no
-    /// classes, which `scan_match` never emits unescaped) to check that
-    /// `scan_match` output matches what it should.
-    fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
-        match pattern.split_first() {
-            None => text.is_empty(),
-            Some((b'*', rest)) => (0..=text.len()).any(|skip| glob_matches(rest, &text[skip..])),
-            Some((b'?', rest)) => !text.is_empty() && glob_matches(rest, &text[1..]),
-            Some((b'\\', rest)) => match (rest.split_first(), text.split_first()) {
-                (Some((p, prest)), Some((t, trest))) => p == t && glob_matches(prest, trest),
-                _ => false,
-            },
-            Some((p, rest)) => text.first() == Some(p) && glob_matches(rest, &text[1..]),
-        }
     }
 
     #[test]
@@ -381,53 +341,5 @@ mod tests {
                 .id_of(b"user:user:1:cost:cost"),
             Some(&b"user:1:cost"[..])
         );
-    }
-
-    #[test]
-    fn scan_match_escapes_glob_metachars() {
-        let cases: &[(&str, &[u8])] = &[
-            ("user:{id}:cost_weekly", b"user:*:cost_weekly"),
-            ("mcp:connection:state:{id}", b"mcp:connection:state:*"),
-            ("user:{{id}}:cost", b"user:{*}:cost"),
-            ("a*b:{id}", b"a\\*b:*"),
-            ("q?{id}", b"q\\?*"),
-            ("[x]{id}[y]", b"\\[x\\]*\\[y\\]"),
-            ("back\\slash:{id}", b"back\\\\slash:*"),
-            ("^-{id}", b"^-*"),
-        ];
-        for &(source, glob) in cases {
-            assert_eq!(
-                template(source).scan_match(),
-                glob,
-                "{source}: {:?}",
-                String::from_utf8_lossy(&template(source).scan_match())
-            );
-        }
-    }
-
-    #[test]
-    fn scan_match_matches_every_key_of_the_template_and_no_other() {
-        let templates = [
-            "user:{id}:cost_weekly",
-            "a*b:{id}",
-            "q?{id}",
-            "[x]{id}[y]",
-            "back\\slash:{id}:*",
-        ];
-        let ids: &[&[u8]] = &[b"4", b"*", b"?", b"[", b"]", b"\\", b"x:y", b"\xff"];
-        for source in templates {
-            let t = template(source);
-            let glob = t.scan_match();
-            for &id in ids {
-                assert!(glob_matches(&glob, &t.key_for(id)), "{source} id {id:?}");
-            }
-        }
-        // Literal metachars must not act as wildcards.
-        let t = template("a*b:{id}");
-        assert!(!glob_matches(&t.scan_match(), b"aXb:4"));
-        let t = template("q?{id}");
-        assert!(!glob_matches(&t.scan_match(), b"qX4"));
-        let t = template("[x]{id}");
-        assert!(!glob_matches(&t.scan_match(), b"x4"));
     }
 }

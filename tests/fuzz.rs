@@ -56,6 +56,7 @@ use std::time::{Duration, Instant};
 use common::{ledger, TestRedis, CHECK_FIELDS};
 use fault_support::{digest, ping, snapshot};
 use redis::{Connection, Value};
+use redis_consistency::args::display_arg;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 // ---------------------------------------------------------------------------
@@ -1010,27 +1011,6 @@ fn rules_report(n: &Node, p: Proto) -> Check<()> {
         boolean(get(&f, "require_ttl"), p)?;
     }
     Ok(())
-}
-
-/// An argument as the module's error messages quote it (`display_arg`).
-fn display_arg(bytes: &[u8]) -> String {
-    let mut shown = String::new();
-    let mut chars = 0;
-    for c in String::from_utf8_lossy(bytes).chars() {
-        let piece: String = if c.is_control() {
-            c.escape_default().collect()
-        } else {
-            c.to_string()
-        };
-        let n = piece.chars().count();
-        if chars + n > 64 {
-            shown.push_str("...");
-            break;
-        }
-        shown.push_str(&piece);
-        chars += n;
-    }
-    shown
 }
 
 /// Known error forms (after `ERR `); the ones that quote an argument must quote

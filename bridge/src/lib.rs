@@ -16,7 +16,7 @@ mod secret;
 pub mod truth;
 
 pub use error::BridgeError;
-pub use lanes::{Job, Lane, LaneFull};
+pub use lanes::{panic_message, Job, Lane, LaneFull};
 pub use pool::{
     connect_direct, read_password_file, redact_url, PgConn, PgPool, PgSettings, PoolState,
 };

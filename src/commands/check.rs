@@ -4,7 +4,6 @@ use redis_module::{Context, RedisResult, RedisString};
 
 use super::{cannot_block, guarded, render, select_rules, Outcome};
 use crate::args::{parse_check, ReplyFormat};
-use crate::config;
 use crate::drift_check::{run_check, CheckPlan, PoolTruth};
 use crate::fix::notify_presence;
 use crate::redis_api::blocking::run_on_lane;
@@ -26,15 +25,7 @@ pub const DEFAULT_LIMIT: usize = 100;
 pub fn check(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guarded(ctx, args, |ctx, args| {
         let args = parse_check(args)?;
-        let plan = CheckPlan {
-            rules: select_rules(&args.rules)?,
-            ids: args.ids,
-            threshold_override: args.threshold,
-            default_threshold: config::threshold(),
-            verify_rounds: config::verify_rounds(),
-            scan_batch: config::scan_batch(),
-            now: std::time::SystemTime::now(),
-        };
+        let plan = CheckPlan::configured(select_rules(&args.rules)?, args.ids, args.threshold);
         let limit = args.limit.unwrap_or(DEFAULT_LIMIT);
         let format = args.format.unwrap_or(ReplyFormat::Resp);
         if cannot_block(ctx) {
@@ -43,11 +34,8 @@ pub fn check(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             return Ok(Outcome::Reply(finish(&report, limit, format)));
         }
         run_on_lane(ctx, &state::lanes().truth, move |job| {
-            let mut truth = match state::pool() {
-                Ok(pool) => PoolTruth {
-                    pool,
-                    statement_timeout: config::statement_timeout(),
-                },
+            let mut truth = match PoolTruth::from_pool() {
+                Ok(truth) => truth,
                 Err(e) => return Reply::err(e),
             };
             match run_check(&plan, job, &mut truth) {

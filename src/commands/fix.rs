@@ -62,8 +62,8 @@ pub fn fix(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                     return Ok(Outcome::Reply(render(fix_ids_reply(&outcome), format)));
                 }
                 run_on_lane(ctx, &state::lanes().truth, move |job| {
-                    let mut truth = match state::pool() {
-                        Ok(pool) => Truth::Pool(pool_truth(pool)),
+                    let mut truth = match PoolTruth::from_pool() {
+                        Ok(truth) => Truth::Pool(truth),
                         Err(e) => Truth::Unavailable(e),
                     };
                     match fix_ids(&plan, job, &mut truth) {
@@ -74,19 +74,11 @@ pub fn fix(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             }
             FixTarget::All => {
                 ensure_can_block(ctx)?;
-                let plan = CheckPlan {
-                    rules,
-                    ids: Vec::new(),
-                    threshold_override: args.threshold,
-                    default_threshold: config::threshold(),
-                    verify_rounds: config::verify_rounds(),
-                    scan_batch: config::scan_batch(),
-                    now,
-                };
+                let plan = CheckPlan::configured(rules, Vec::new(), args.threshold);
                 let (dry_run, rewrite) = (args.dry_run, args.rewrite);
                 run_on_lane(ctx, &state::lanes().truth, move |job| {
-                    let mut truth = match state::pool() {
-                        Ok(pool) => pool_truth(pool),
+                    let mut truth = match PoolTruth::from_pool() {
+                        Ok(truth) => truth,
                         Err(e) => return Reply::err(e),
                     };
                     let report = match run_check(&plan, job, &mut truth) {
@@ -118,13 +110,6 @@ fn ensure_can_block(ctx: &Context) -> Result<(), CommandError> {
         )?;
     }
     Ok(())
-}
-
-fn pool_truth(pool: Arc<consistency_bridge::PgPool>) -> PoolTruth {
-    PoolTruth {
-        pool,
-        statement_timeout: config::statement_timeout(),
-    }
 }
 
 /// The rules FIX acts on: named ones must allow repairs (and REWRITE, when given

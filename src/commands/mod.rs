@@ -14,10 +14,10 @@ use redis_module::{Context, ContextFlags, RedisResult, RedisString, RedisValue};
 
 use crate::args::ReplyFormat;
 use crate::error::CommandError;
-use crate::redis_api::blocking::panic_message;
 use crate::redis_api::respond;
 use crate::reply::Reply;
 use crate::state::{self, LoadedRule};
+use consistency_bridge::panic_message;
 
 /// What a handler did: answered at once, or blocked the client on a job.
 pub enum Outcome {

@@ -4,7 +4,6 @@ use redis_module::{Context, RedisResult, RedisString};
 
 use super::{guarded, Outcome};
 use crate::args::{display_arg, ArgError};
-use crate::config;
 use crate::error::CommandError;
 use crate::reply::Reply;
 use crate::state;
@@ -19,7 +18,7 @@ pub fn reload(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         if let Some(extra) = args.first() {
             return Err(ArgError::UnknownOption(display_arg(extra)).into());
         }
-        let file = config::rules_file();
+        let file = state::rules_file();
         if file.is_empty() {
             return Err(CommandError::Reload(
                 "consistency.rules-file is not set".into(),

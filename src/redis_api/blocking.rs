@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use consistency_bridge::Lane;
+use consistency_bridge::{panic_message, Lane};
 use redis_module::{raw, Context};
 
 use super::keyspace::ModuleKeyspace;
@@ -192,15 +192,6 @@ pub fn release_free_memory() {
         }
         unsafe { malloc_trim(0) };
     }
-}
-
-/// Text of a caught panic.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_string())
 }
 
 /// Blocks the client and runs `work` on `lane`; `work`'s reply is the answer. A
