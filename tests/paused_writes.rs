@@ -5,9 +5,9 @@
 //!   and a replica, tripped Redis's pause assertion and killed redis-server; on
 //!   a plain server it deleted keys while clients were paused. Now the job waits,
 //!   GIL released, deletes nothing while paused, and finishes after.
-//! - FAILOVER while a FIX ALL waits to repair: the node becomes a replica and the
-//!   repair stops, answering why; nothing is written, Redis lives.
-//! - CLIENT UNBLOCK and a disconnect answer the client early; no repair may
+//! - FAILOVER while a FIX ALL or a PURGE waits to write: the node becomes a
+//!   replica and the job stops, answering why; nothing is written, Redis lives.
+//! - The deadline, CLIENT UNBLOCK and a disconnect answer the client early; no repair may
 //!   happen after that (it used to run seconds later and delete every key).
 //!
 //! Run: `cargo test --release --features test-hooks --test paused_writes`
@@ -222,4 +222,59 @@ fn twin_without_early_answer_repairs() {
     let v = call_ok(&mut c, &["CONSISTENCY.FIX", "ALL"]);
     assert_eq!(as_i64(field(&v, "changed")), 100);
     assert_eq!(dbsize(&mut c), 0);
+}
+
+#[test]
+fn failover_stops_a_pending_purge() {
+    let (pg, rules) = orphan_setup();
+    let (primary, replica) = primary_with_replica(&pg, &rules);
+    let mut c = primary.conn();
+    fill_orphans(&mut c, 3000);
+    let before = dbsize(&mut c);
+    // The PURGE job starts, then sleeps while the failover runs.
+    call_ok(&mut c, &["CONSISTENCY.DEBUG", "JOB-SLEEP", "1500"]);
+    let job = in_thread(
+        &primary,
+        &["CONSISTENCY.PURGE", "MATCH", "user:*:cost_weekly"],
+    );
+    thread::sleep(Duration::from_millis(300));
+    call_ok(&mut c, &["FAILOVER", "TIMEOUT", "5000"]);
+    let demoted = common::wait_until(Duration::from_secs(10), || {
+        primary.info("replication")["role"] == "slave"
+    });
+    assert!(demoted, "{:?}", primary.info("replication"));
+    let err = job.join().unwrap().expect_err("the purge must stop");
+    assert!(
+        err.contains("not a primary") || err.contains("UNBLOCKED"),
+        "{err}"
+    );
+    // Past the job's sleep: nothing deleted on either node.
+    thread::sleep(Duration::from_millis(1500));
+    ping(&mut c);
+    assert_no_crash(&primary.log());
+    assert_no_crash(&replica.log());
+    assert_eq!(dbsize(&mut c), before);
+    assert_eq!(dbsize(&mut replica.conn()), before);
+}
+
+#[test]
+fn no_repair_after_the_deadline() {
+    let (pg, rules) = orphan_setup();
+    let r = TestRedis::start_for(&pg, &rules, &[("job-timeout-ms", "700")]);
+    let mut c = r.conn();
+    fill_orphans(&mut c, 100);
+    call_ok(
+        &mut c,
+        &["CONSISTENCY.DEBUG", "PAUSE-BEFORE-REPAIR", "1500"],
+    );
+    let err = common::call_err(&mut c, &["CONSISTENCY.FIX", "ALL"]);
+    assert!(err.contains("timeout"), "{err}");
+    thread::sleep(Duration::from_millis(2000));
+    assert_eq!(
+        dbsize(&mut c),
+        100,
+        "repaired after the client got its timeout"
+    );
+    ping(&mut c);
+    assert_no_crash(&r.log());
 }
