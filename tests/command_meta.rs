@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{as_array, as_i64, as_str, call_err, call_ok, field, try_field, TestRedis};
 use redis::Value;
 
@@ -70,21 +68,6 @@ fn command_info_shows_the_flags_on_redis_7_0() {
     }
 }
 
-/// Waits until the replica is linked to its primary.
-fn wait_linked(replica: &TestRedis) {
-    let up = common::wait_until(Duration::from_secs(20), || {
-        replica
-            .info("replication")
-            .get("master_link_status")
-            .is_some_and(|s| s == "up")
-    });
-    assert!(
-        up,
-        "the replica did not sync: {:?}",
-        replica.info("replication")
-    );
-}
-
 #[test]
 fn a_read_only_replica_reloads_its_rules_and_still_refuses_repairs() {
     let rules = common::write_rules(&[common::weekly_rule_json()]);
@@ -96,7 +79,7 @@ fn a_read_only_replica_reloads_its_rules_and_still_refuses_repairs() {
         ],
         &[&format!("replicaof 127.0.0.1 {}", primary.port())],
     );
-    wait_linked(&replica);
+    common::wait_linked(&replica);
     let mut r = replica.conn();
     let read_only = call_ok(&mut r, &["CONFIG", "GET", "replica-read-only"]);
     assert_eq!(as_str(&as_array(&read_only)[1]), "yes");

@@ -28,15 +28,6 @@ fn exists(c: &mut Connection, key: &str) -> bool {
     common::as_i64(&common::call_ok(c, &["EXISTS", key])) == 1
 }
 
-/// Runs a command with `FORMAT json` and parses the reply.
-fn jcall(c: &mut Connection, args: &[&str]) -> J {
-    let mut all = args.to_vec();
-    all.extend(["FORMAT", "json"]);
-    let v = common::call_ok(c, &all);
-    serde_json::from_str(common::as_str(&v))
-        .unwrap_or_else(|e| panic!("{all:?}: not JSON ({e}): {v:?}"))
-}
-
 /// key -> entry, for every entry of a reply.
 fn by_key(reply: &J) -> BTreeMap<String, J> {
     reply["entries"]
@@ -76,7 +67,7 @@ fn decimal_sums_and_values_equal_to_the_truth_are_not_drift() {
         common::call_ok(&mut c, &["SET", &format!("num:{id}"), "0.3"]);
     }
 
-    let r = jcall(&mut c, &["CONSISTENCY.CHECK", "THRESHOLD", "0"]);
+    let r = common::jcall(&mut c, &["CONSISTENCY.CHECK", "THRESHOLD", "0"]);
     assert_eq!(r["checked"], 4, "{r}");
     let found = by_key(&r);
     assert_eq!(
@@ -91,10 +82,10 @@ fn decimal_sums_and_values_equal_to_the_truth_are_not_drift() {
     assert_eq!(w["diff"].as_f64(), Some(-0.01), "{w}");
     assert_eq!(found["num:2"]["diff"].as_f64(), Some(-0.01));
 
-    let r = jcall(&mut c, &["CONSISTENCY.CHECK", "ID", "1", "THRESHOLD", "0"]);
+    let r = common::jcall(&mut c, &["CONSISTENCY.CHECK", "ID", "1", "THRESHOLD", "0"]);
     assert_eq!(r["drifted"], 0, "{r}");
 
-    let r = jcall(&mut c, &["CONSISTENCY.FIX", "ALL", "THRESHOLD", "0"]);
+    let r = common::jcall(&mut c, &["CONSISTENCY.FIX", "ALL", "THRESHOLD", "0"]);
     let actions: BTreeMap<String, J> = by_key(&r)
         .into_iter()
         .map(|(k, e)| (k, e["action"].clone()))
@@ -112,7 +103,7 @@ fn decimal_sums_and_values_equal_to_the_truth_are_not_drift() {
     assert!(!exists(&mut c, "win:2") && !exists(&mut c, "num:2"));
 
     // FIX of given ids derives the same exact diff.
-    let r = jcall(&mut c, &["CONSISTENCY.FIX", "1", "DRYRUN"]);
+    let r = common::jcall(&mut c, &["CONSISTENCY.FIX", "1", "DRYRUN"]);
     let found = by_key(&r);
     assert_eq!(found["win:1"]["cached"], "0.3", "{r}");
     assert_eq!(found["win:1"]["diff"].as_f64(), Some(0.0), "{r}");
@@ -179,7 +170,7 @@ fn a_truth_returning_an_id_twice_fails_the_run_and_repairs_nothing() {
     );
 
     // The other rules still check on their own.
-    let r = jcall(
+    let r = common::jcall(
         &mut c,
         &["CONSISTENCY.CHECK", "RULE", "other", "RULE", "seen"],
     );

@@ -125,15 +125,6 @@ fn exists(c: &mut Connection, key: &str) -> bool {
     common::as_i64(&common::call_ok(c, &["EXISTS", key])) == 1
 }
 
-/// Runs a FIX (or CHECK) with `FORMAT json` and parses the reply.
-fn jcall(c: &mut Connection, args: &[&str]) -> J {
-    let mut all = args.to_vec();
-    all.extend(["FORMAT", "json"]);
-    let v = common::call_ok(c, &all);
-    serde_json::from_str(common::as_str(&v))
-        .unwrap_or_else(|e| panic!("{all:?}: not JSON ({e}): {v:?}"))
-}
-
 fn entries(reply: &J) -> &Vec<J> {
     reply["entries"]
         .as_array()
@@ -221,7 +212,7 @@ fn dry_run_changes_nothing_and_says_what_it_would_do() {
     let keys_before = snapshot(&mut c);
 
     // FIX id DRYRUN: every selected rule's key, would_delete / would_rewrite.
-    let r = jcall(&mut c, &["CONSISTENCY.FIX", "4", "DRYRUN"]);
+    let r = common::jcall(&mut c, &["CONSISTENCY.FIX", "4", "DRYRUN"]);
     assert_eq!(r["dry_run"], true, "{r}");
     assert_eq!(r["truth"], "ok");
     assert_eq!(r["changed"], 0);
@@ -239,7 +230,7 @@ fn dry_run_changes_nothing_and_says_what_it_would_do() {
     assert_eq!(entry(&r, "spend:4")["truth"], weekly[&4].as_str());
     assert_eq!(digest(&mut c), before, "FIX 4 DRYRUN changed the data set");
 
-    let r = jcall(
+    let r = common::jcall(
         &mut c,
         &[
             "CONSISTENCY.FIX",
@@ -261,7 +252,7 @@ fn dry_run_changes_nothing_and_says_what_it_would_do() {
     );
 
     // FIX ALL DRYRUN: the check's findings with would_* actions.
-    let r = jcall(&mut c, &["CONSISTENCY.FIX", "ALL", "DRYRUN"]);
+    let r = common::jcall(&mut c, &["CONSISTENCY.FIX", "ALL", "DRYRUN"]);
     assert_eq!(r["dry_run"], true);
     assert_eq!(r["changed"], 0);
     assert_eq!(r["skipped"], 0);
@@ -283,7 +274,7 @@ fn dry_run_changes_nothing_and_says_what_it_would_do() {
     );
 
     // FIX ALL REWRITE: drifted numbers would be rewritten, the orphan deleted.
-    let r = jcall(&mut c, &["CONSISTENCY.FIX", "ALL", "REWRITE", "DRYRUN"]);
+    let r = common::jcall(&mut c, &["CONSISTENCY.FIX", "ALL", "REWRITE", "DRYRUN"]);
     let expect: BTreeMap<String, String> = [
         ("user:3:cost_weekly", "would_rewrite"),
         ("user:4:cost_monthly", "would_rewrite"),
@@ -321,7 +312,7 @@ fn dry_run_changes_nothing_and_says_what_it_would_do() {
     );
 
     // The twin: without DRYRUN the same FIX does change the data set.
-    let r = jcall(&mut c, &["CONSISTENCY.FIX", "4"]);
+    let r = common::jcall(&mut c, &["CONSISTENCY.FIX", "4"]);
     assert_eq!(r["changed"], 4, "{r}");
     assert_ne!(digest(&mut c), before);
 }
@@ -356,7 +347,7 @@ fn fix_one_id_clears_exactly_its_keys_and_shows_both_values() {
     );
 
     let started = Instant::now();
-    let r = jcall(&mut c, &["CONSISTENCY.FIX", "4"]);
+    let r = common::jcall(&mut c, &["CONSISTENCY.FIX", "4"]);
     eprintln!("FIX 4 took {:?}", started.elapsed());
     assert_eq!(r["dry_run"], false);
     assert_eq!(r["truth"], "ok");
@@ -405,7 +396,7 @@ fn fix_one_id_clears_exactly_its_keys_and_shows_both_values() {
     assert!(exists(&mut c, "session:4"));
 
     // Again: nothing left to clear, every key absent.
-    let r = jcall(&mut c, &["CONSISTENCY.FIX", "4"]);
+    let r = common::jcall(&mut c, &["CONSISTENCY.FIX", "4"]);
     assert_eq!(r["changed"], 0);
     assert_eq!(r["skipped"], 3);
     assert!(actions(&r).values().all(|a| a == "absent"), "{r}");
@@ -424,7 +415,7 @@ fn fix_several_ids_and_ids_named_like_keywords() {
     let before = snapshot(&mut c);
 
     // 2 and 5 bare, then DRYRUN, ALL and rewrite as ids; 9999 has no keys at all.
-    let r = jcall(
+    let r = common::jcall(
         &mut c,
         &[
             "CONSISTENCY.FIX",
@@ -551,7 +542,7 @@ fn rewrite_sets_the_truth_and_keeps_the_ttl() {
     common::call_ok(&mut c, &["DEL", "user:6:cost_weekly"]);
     let before = snapshot(&mut c);
 
-    let r = jcall(
+    let r = common::jcall(
         &mut c,
         &[
             "CONSISTENCY.FIX",
@@ -627,7 +618,7 @@ fn rewrite_sets_the_truth_and_keeps_the_ttl() {
     assert_eq!(after, expect);
 
     // A CHECK of user 4 now finds nothing.
-    let check = jcall(&mut c, &["CONSISTENCY.CHECK", "ID", "4"]);
+    let check = common::jcall(&mut c, &["CONSISTENCY.CHECK", "ID", "4"]);
     assert_eq!(check["drifted"], 0, "{check}");
 }
 
@@ -653,7 +644,7 @@ fn rule_level_rewrite_and_hash_field_rewrite() {
     common::call_ok(&mut c, &["SET", "spend:4", "66", "KEEPTTL"]);
 
     // Without REWRITE: spend (fix rewrite) is rewritten, the others deleted.
-    let r = jcall(&mut c, &["CONSISTENCY.FIX", "4"]);
+    let r = common::jcall(&mut c, &["CONSISTENCY.FIX", "4"]);
     let expect: BTreeMap<String, String> = [
         ("user:4:cost_weekly", "deleted"),
         ("spend:4", "rewritten"),
@@ -675,7 +666,7 @@ fn rule_level_rewrite_and_hash_field_rewrite() {
 
     // hash_field with REWRITE: HSET of that one field, the rest and the TTL kept.
     common::call_ok(&mut c, &["HSET", "quota:5", "weekly", "-12"]);
-    let r = jcall(
+    let r = common::jcall(
         &mut c,
         &["CONSISTENCY.FIX", "5", "REWRITE", "RULE", "quota"],
     );
@@ -702,7 +693,7 @@ fn rule_level_rewrite_and_hash_field_rewrite() {
     // failing half-way (the other rule's key is still rewritten).
     set(&mut c, "quota:6", "a string");
     set(&mut c, "user:6:cost_weekly", "60");
-    let r = jcall(
+    let r = common::jcall(
         &mut c,
         &[
             "CONSISTENCY.FIX",
@@ -731,7 +722,7 @@ fn rule_level_rewrite_and_hash_field_rewrite() {
     set(&mut c, "user:7:cost_weekly", "500");
     common::call_ok(&mut c, &["SET", "spend:7", "500", "KEEPTTL"]);
     let before = snapshot(&mut c);
-    let r = jcall(&mut c, &["CONSISTENCY.FIX", "ALL"]);
+    let r = common::jcall(&mut c, &["CONSISTENCY.FIX", "ALL"]);
     let expect: BTreeMap<String, String> =
         [("user:7:cost_weekly", "deleted"), ("spend:7", "rewritten")]
             .iter()
@@ -808,7 +799,7 @@ fn postgres_down_still_clears_but_refuses_rewrite() {
 
     // Clearing needs no truth.
     let started = Instant::now();
-    let res = jcall(&mut c, &["CONSISTENCY.FIX", "4"]);
+    let res = common::jcall(&mut c, &["CONSISTENCY.FIX", "4"]);
     let took = started.elapsed();
     let truth = res["truth"].as_str().unwrap();
     assert!(
@@ -946,7 +937,7 @@ fn fix_all_repairs_exactly_the_verified_drift() {
     }
     assert_eq!(snapshot(&mut c), before);
 
-    let r = jcall(&mut c, &["CONSISTENCY.FIX", "ALL"]);
+    let r = common::jcall(&mut c, &["CONSISTENCY.FIX", "ALL"]);
     assert_eq!(r["dry_run"], false);
     assert_eq!(r["drifted"], expect.len(), "{r}");
     assert_eq!(r["changed"], expect.len(), "{r}");
@@ -987,7 +978,7 @@ fn fix_all_repairs_exactly_the_verified_drift() {
 
     // A CHECK now finds only the fix-none rule's findings: its drift on user 13
     // and its key for the deleted user 10.
-    let check = jcall(&mut c, &["CONSISTENCY.CHECK"]);
+    let check = common::jcall(&mut c, &["CONSISTENCY.CHECK"]);
     let found: Vec<(&str, &str)> = entries(&check)
         .iter()
         .map(|e| (e["key"].as_str().unwrap(), e["status"].as_str().unwrap()))
@@ -999,7 +990,7 @@ fn fix_all_repairs_exactly_the_verified_drift() {
     );
 
     // THRESHOLD lowers the bar for this run: user 11's +1 is repaired now.
-    let r = jcall(
+    let r = common::jcall(
         &mut c,
         &[
             "CONSISTENCY.FIX",
@@ -1045,7 +1036,7 @@ fn fix_all_skips_a_key_written_between_check_and_repair() {
     let checks_before = info_i64(&env.redis, "consistency_checks_total");
 
     let mut worker = env.redis.conn();
-    let fix = thread::spawn(move || jcall(&mut worker, &["CONSISTENCY.FIX", "ALL"]));
+    let fix = thread::spawn(move || common::jcall(&mut worker, &["CONSISTENCY.FIX", "ALL"]));
     // The check (with its verification) is recorded before the pause: write then.
     let paused = common::wait_until(Duration::from_secs(10), || {
         info_i64(&env.redis, "consistency_checks_total") > checks_before
@@ -1122,7 +1113,7 @@ fn fix_all_repairs_a_key_with_two_findings_once() {
     common::call_ok(&mut c, &["PERSIST", "user:4:cost_weekly"]);
     let before = snapshot(&mut c);
 
-    let r = jcall(&mut c, &["CONSISTENCY.FIX", "ALL"]);
+    let r = common::jcall(&mut c, &["CONSISTENCY.FIX", "ALL"]);
     let mut found: Vec<(String, String, String)> = entries(&r)
         .iter()
         .map(|e| {
@@ -1190,7 +1181,7 @@ fn fix_all_repairs_nothing_once_its_client_has_timed_out() {
     );
     common::call_ok(&mut c, &["CONSISTENCY.DEBUG", "PAUSE-BEFORE-REPAIR", "0"]);
     // This CHECK runs only once the timed-out job has ended.
-    let check = jcall(&mut c, &["CONSISTENCY.CHECK"]);
+    let check = common::jcall(&mut c, &["CONSISTENCY.CHECK"]);
     assert!(started.elapsed() >= Duration::from_millis(1200));
     assert_eq!(check["drifted"], 1, "{check}");
     assert_eq!(
@@ -1256,7 +1247,7 @@ fn fix_all_repairs_nothing_when_the_verification_truth_fails() {
 
     // The twin: with the truth answering every time, the same FIX ALL repairs.
     pg.exec("ALTER SEQUENCE truth_calls MINVALUE -1000 RESTART WITH -1000");
-    let r = jcall(&mut c, &["CONSISTENCY.FIX", "ALL"]);
+    let r = common::jcall(&mut c, &["CONSISTENCY.FIX", "ALL"]);
     assert_eq!(r["changed"], 4, "{r}");
     assert_ne!(digest(&mut c), before);
 }
@@ -1286,7 +1277,7 @@ fn fix_all_repairs_nothing_when_a_later_rule_truth_fails() {
     assert_eq!(digest(&mut c), before, "repaired from truth we did not get");
 
     // The working rule alone is repaired.
-    let r = jcall(&mut c, &["CONSISTENCY.FIX", "ALL", "RULE", "cost_weekly"]);
+    let r = common::jcall(&mut c, &["CONSISTENCY.FIX", "ALL", "RULE", "cost_weekly"]);
     assert_eq!(
         actions(&r),
         BTreeMap::from([("user:1:cost_weekly".into(), "deleted".into())])
@@ -1327,7 +1318,7 @@ fn audit_stream_and_log_record_every_repair() {
     set(&mut c, "user:4:cost_weekly", "40.5");
 
     // FIX 4: one entry per repaired key, with every field.
-    let r = jcall(&mut c, &["CONSISTENCY.FIX", "4"]);
+    let r = common::jcall(&mut c, &["CONSISTENCY.FIX", "4"]);
     assert_eq!(r["changed"], 2, "{r}");
     let got = stream_entries(&mut c, "-");
     let fields: Vec<Vec<(String, String)>> = got.into_iter().map(|(_, f)| f).collect();
@@ -1363,7 +1354,7 @@ fn audit_stream_and_log_record_every_repair() {
 
     // A rewrite is audited as such.
     set(&mut c, "user:5:cost_weekly", "41");
-    jcall(
+    common::jcall(
         &mut c,
         &["CONSISTENCY.FIX", "5", "REWRITE", "RULE", "cost_weekly"],
     );
@@ -1378,7 +1369,7 @@ fn audit_stream_and_log_record_every_repair() {
         set(&mut c, &format!("user:{id}:cost_weekly"), "1000");
         set(&mut c, &format!("user:{id}:cost_monthly"), "-1000");
     }
-    let r = jcall(&mut c, &["CONSISTENCY.FIX", "ALL"]);
+    let r = common::jcall(&mut c, &["CONSISTENCY.FIX", "ALL"]);
     let repaired: i64 = 2 * 145;
     assert_eq!(r["changed"], repaired, "{}", r["by_status"]);
     // Entries stop at the default LIMIT (100); the repairs do not.
@@ -1419,8 +1410,8 @@ fn audit_stream_and_log_record_every_repair() {
 
     // A dry run adds nothing.
     set(&mut c, "user:9:cost_weekly", "1000");
-    jcall(&mut c, &["CONSISTENCY.FIX", "ALL", "DRYRUN"]);
-    jcall(&mut c, &["CONSISTENCY.FIX", "9", "DRYRUN"]);
+    common::jcall(&mut c, &["CONSISTENCY.FIX", "ALL", "DRYRUN"]);
+    common::jcall(&mut c, &["CONSISTENCY.FIX", "9", "DRYRUN"]);
     assert_eq!(entries_added(&mut c), 3 + repaired);
 
     // PURGE: one summary entry, however many keys.
@@ -1482,7 +1473,7 @@ fn presence_findings_are_published_and_orphans_cleared() {
     });
     ready_rx.recv().unwrap();
 
-    let r = jcall(&mut c, &["CONSISTENCY.FIX", "ALL"]);
+    let r = common::jcall(&mut c, &["CONSISTENCY.FIX", "ALL"]);
     let expect: BTreeMap<String, String> = [
         ("mcp:connection:state:b", "absent"),
         ("mcp:connection:state:c", "deleted"),
@@ -1512,7 +1503,7 @@ fn presence_findings_are_published_and_orphans_cleared() {
     );
 
     // FIX of an id whose key is missing publishes too, and creates nothing.
-    let r = jcall(&mut c, &["CONSISTENCY.FIX", "b"]);
+    let r = common::jcall(&mut c, &["CONSISTENCY.FIX", "b"]);
     assert_eq!(
         actions(&r),
         BTreeMap::from([("mcp:connection:state:b".into(), "absent".into())])

@@ -35,18 +35,7 @@ fn primary_with_replica(pg: &TestPg, rules: &std::path::Path) -> (TestRedis, Tes
             "appendonly yes",
         ],
     );
-    let linked = common::wait_until(Duration::from_secs(20), || {
-        replica
-            .info("replication")
-            .get("master_link_status")
-            .map(String::as_str)
-            == Some("up")
-    });
-    assert!(
-        linked,
-        "replica did not link: {:?}",
-        replica.info("replication")
-    );
+    common::wait_linked(&replica);
     (primary, replica)
 }
 

@@ -22,33 +22,11 @@ fn dbsize(c: &mut Connection) -> i64 {
     common::as_i64(&common::call_ok(c, &["DBSIZE"]))
 }
 
-fn jcall(c: &mut Connection, args: &[&str]) -> J {
-    let mut all = args.to_vec();
-    all.extend(["FORMAT", "json"]);
-    let v = common::call_ok(c, &all);
-    serde_json::from_str(common::as_str(&v)).expect("JSON reply")
-}
-
 fn quota_rule() -> J {
     json!({
         "name": "quota", "kind": "hash_field", "key": "quota:{id}", "field": "weekly",
         "truth": ledger::WEEKLY_TRUTH
     })
-}
-
-/// Waits until the replica is linked to its primary.
-fn wait_linked(replica: &TestRedis) {
-    let up = common::wait_until(Duration::from_secs(20), || {
-        replica
-            .info("replication")
-            .get("master_link_status")
-            .is_some_and(|s| s == "up")
-    });
-    assert!(
-        up,
-        "the replica did not sync: {:?}",
-        replica.info("replication")
-    );
 }
 
 /// Waits until the replica has processed everything the primary sent, then
@@ -108,7 +86,7 @@ fn replica_and_aof_without_the_module_see_the_same_repairs() {
     let replica =
         TestRedis::start_without_module(&[&format!("replicaof 127.0.0.1 {}", primary.port())]);
     let mut p = primary.conn();
-    wait_linked(&replica);
+    common::wait_linked(&replica);
 
     ledger::fill_cache_weekly(&mut p, &pg);
     ledger::fill_cache_monthly(&mut p, &pg);
@@ -141,14 +119,14 @@ fn replica_and_aof_without_the_module_see_the_same_repairs() {
 
     // FIX of an id: UNLINKs.
     common::call_ok(&mut p, &["SET", "user:4:cost_weekly", "900", "KEEPTTL"]);
-    let r = jcall(&mut p, &["CONSISTENCY.FIX", "4"]);
+    let r = common::jcall(&mut p, &["CONSISTENCY.FIX", "4"]);
     assert_eq!(r["changed"], 4, "{r}");
     assert_replica_caught_up(&primary, &replica, "FIX 4");
 
     // REWRITE: SET KEEPTTL and HSET.
     common::call_ok(&mut p, &["SET", "user:5:cost_weekly", "901", "KEEPTTL"]);
     common::call_ok(&mut p, &["HSET", "quota:5", "weekly", "902"]);
-    let r = jcall(
+    let r = common::jcall(
         &mut p,
         &[
             "CONSISTENCY.FIX",
@@ -177,7 +155,7 @@ fn replica_and_aof_without_the_module_see_the_same_repairs() {
     }
     common::call_ok(&mut p, &["SET", "user:999:cost_weekly", "1"]);
     common::call_ok(&mut p, &["CONFIG", "SET", "consistency.scan-batch", "7"]);
-    let r = jcall(&mut p, &["CONSISTENCY.FIX", "ALL"]);
+    let r = common::jcall(&mut p, &["CONSISTENCY.FIX", "ALL"]);
     assert_eq!(r["changed"], 26, "{r}");
     assert_replica_caught_up(&primary, &replica, "FIX ALL");
 
@@ -209,7 +187,7 @@ fn replica_and_aof_without_the_module_see_the_same_repairs() {
         .arg("15")
         .query(&mut p3)
         .unwrap();
-    let r = jcall(&mut p3, &["CONSISTENCY.FIX", "8"]);
+    let r = common::jcall(&mut p3, &["CONSISTENCY.FIX", "8"]);
     assert_eq!(r["changed"], 1, "{r}");
     let v = common::call_ok(&mut p3, &["CONSISTENCY.PURGE", "MATCH", "tmp:*"]);
     assert_eq!(common::as_i64(common::field(&v, "deleted")), 25);
@@ -267,7 +245,7 @@ fn the_module_never_writes_on_a_replica() {
         ],
         &[&format!("replicaof 127.0.0.1 {}", primary.port())],
     );
-    wait_linked(&replica);
+    common::wait_linked(&replica);
     let mut p = primary.conn();
     ledger::fill_cache_weekly(&mut p, &pg);
     common::call_ok(&mut p, &["SET", "user:4:cost_weekly", "900"]);
@@ -279,7 +257,7 @@ fn the_module_never_writes_on_a_replica() {
     let before = digest(&mut r);
 
     // The replica's module reads fine: CHECK sees the drift.
-    let check = jcall(&mut r, &["CONSISTENCY.CHECK"]);
+    let check = common::jcall(&mut r, &["CONSISTENCY.CHECK"]);
     assert_eq!(check["drifted"], 1, "{check}");
 
     // replica-read-only (the default): Redis itself refuses the write commands.
@@ -313,7 +291,7 @@ fn the_module_never_writes_on_a_replica() {
         );
     }
     // A dry run writes nothing, so it may run anywhere.
-    let dry = jcall(&mut r, &["CONSISTENCY.FIX", "4", "DRYRUN"]);
+    let dry = common::jcall(&mut r, &["CONSISTENCY.FIX", "4", "DRYRUN"]);
     assert_eq!(dry["entries"][0]["action"], "would_delete", "{dry}");
     assert_eq!(digest(&mut r), before, "the module wrote on a replica");
     assert_eq!(digest(&mut r), digest(&mut p));
@@ -363,7 +341,7 @@ fn a_failover_between_check_and_repair_stops_the_repair() {
     }
     common::call_ok(&mut c, &["CONSISTENCY.DEBUG", "PAUSE-BEFORE-REPAIR", "0"]);
     // Runs once the paused job has ended.
-    let check = jcall(&mut c, &["CONSISTENCY.CHECK"]);
+    let check = common::jcall(&mut c, &["CONSISTENCY.CHECK"]);
     assert_eq!(check["drifted"], 3, "{check}");
     assert_eq!(
         digest(&mut c),
@@ -374,6 +352,6 @@ fn a_failover_between_check_and_repair_stops_the_repair() {
 
     // Primary again: the same FIX ALL repairs.
     common::call_ok(&mut c, &["REPLICAOF", "NO", "ONE"]);
-    let r = jcall(&mut c, &["CONSISTENCY.FIX", "ALL"]);
+    let r = common::jcall(&mut c, &["CONSISTENCY.FIX", "ALL"]);
     assert_eq!(r["changed"], 3, "{r}");
 }

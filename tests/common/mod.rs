@@ -1048,3 +1048,26 @@ pub fn presence_rule_json() -> serde_json::Value {
         "interval_sec": 30
     })
 }
+
+/// Runs a command with `FORMAT json` and parses the reply.
+pub fn jcall(c: &mut redis::Connection, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["FORMAT", "json"]);
+    let v = call_ok(c, &all);
+    serde_json::from_str(as_str(&v)).unwrap_or_else(|e| panic!("{all:?}: not JSON ({e}): {v:?}"))
+}
+
+/// Waits (20 s at most) until `replica` is linked to its primary.
+pub fn wait_linked(replica: &TestRedis) {
+    let up = wait_until(Duration::from_secs(20), || {
+        replica
+            .info("replication")
+            .get("master_link_status")
+            .is_some_and(|s| s == "up")
+    });
+    assert!(
+        up,
+        "the replica did not sync: {:?}",
+        replica.info("replication")
+    );
+}
