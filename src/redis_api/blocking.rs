@@ -29,6 +29,17 @@ use crate::store::{Access, Expired};
 /// event loop, short enough that a 1M-key scan is not slowed much.
 pub const SLICE_PAUSE: Duration = Duration::from_micros(100);
 
+/// What a worker does between two holds: pause, so the main thread runs its
+/// event loop, then stop if the job is over (`over` says so).
+pub fn pause_between_slices(over: impl Fn() -> bool) -> Result<(), Expired> {
+    thread::sleep(SLICE_PAUSE);
+    if over() {
+        Err(Expired)
+    } else {
+        Ok(())
+    }
+}
+
 /// A client blocked on a job, with a deadline.
 pub struct BlockedJob {
     client: *mut raw::RedisModuleBlockedClient,
@@ -125,12 +136,7 @@ impl Access for BlockedJob {
     }
 
     fn between_slices(&self) -> Result<(), Expired> {
-        thread::sleep(SLICE_PAUSE);
-        if self.expired() {
-            Err(Expired)
-        } else {
-            Ok(())
-        }
+        pause_between_slices(|| self.expired())
     }
 
     fn answered(&self) -> bool {

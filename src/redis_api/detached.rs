@@ -1,12 +1,11 @@
 //! The scheduler's context: thread-safe, detached from any client, on
 //! `consistency.db`, with a deadline instead of a client to answer.
 
-use std::thread;
 use std::time::{Duration, Instant};
 
 use redis_module::raw;
 
-use super::blocking::{with_locked, SLICE_PAUSE};
+use super::blocking::{pause_between_slices, with_locked};
 use super::keyspace::{select_db, ModuleKeyspace};
 use crate::store::{Access, Expired};
 
@@ -51,12 +50,7 @@ impl Access for Detached {
     }
 
     fn between_slices(&self) -> Result<(), Expired> {
-        thread::sleep(SLICE_PAUSE);
-        if self.answered() {
-            Err(Expired)
-        } else {
-            Ok(())
-        }
+        pause_between_slices(|| self.answered())
     }
 
     fn answered(&self) -> bool {

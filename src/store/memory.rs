@@ -69,28 +69,26 @@ impl MemoryStore {
         );
     }
 
-    pub fn hset(&mut self, key: &str, field: &str, value: &str) {
-        let entry = self
+    /// The value of `key`, made `empty` (with a TTL) when there is none.
+    fn value_or(&mut self, key: &str, empty: MemoryValue) -> &mut MemoryValue {
+        &mut self
             .keys
             .entry(key.as_bytes().to_vec())
             .or_insert(MemoryKey {
-                value: MemoryValue::Hash(BTreeMap::new()),
+                value: empty,
                 has_ttl: true,
-            });
-        if let MemoryValue::Hash(h) = &mut entry.value {
+            })
+            .value
+    }
+
+    pub fn hset(&mut self, key: &str, field: &str, value: &str) {
+        if let MemoryValue::Hash(h) = self.value_or(key, MemoryValue::Hash(BTreeMap::new())) {
             h.insert(field.as_bytes().to_vec(), value.as_bytes().to_vec());
         }
     }
 
     pub fn zadd(&mut self, key: &str, score: f64, member: &str) {
-        let entry = self
-            .keys
-            .entry(key.as_bytes().to_vec())
-            .or_insert(MemoryKey {
-                value: MemoryValue::Zset(Vec::new()),
-                has_ttl: true,
-            });
-        if let MemoryValue::Zset(z) = &mut entry.value {
+        if let MemoryValue::Zset(z) = self.value_or(key, MemoryValue::Zset(Vec::new())) {
             z.push((score, member.as_bytes().to_vec()));
         }
     }
