@@ -10,27 +10,10 @@ use std::fmt;
 /// Longest argument, in characters, that error messages quote whole.
 const DISPLAY_MAX_CHARS: usize = 64;
 
-/// An argument as error messages show it: invalid UTF-8 replaced lossily,
-/// control characters escaped (an error reply must stay one line), and cut
-/// to 64 characters with `...` so a huge argument never becomes a huge error.
+/// An argument as error messages show it ([`crate::text::shown`]): one line,
+/// exact bytes, cut so a huge argument never becomes a huge error.
 pub fn display_arg(bytes: &[u8]) -> String {
-    let mut shown = String::new();
-    let mut chars = 0;
-    for c in String::from_utf8_lossy(bytes).chars() {
-        let piece: String = if c.is_control() {
-            c.escape_default().collect()
-        } else {
-            c.to_string()
-        };
-        let piece_chars = piece.chars().count();
-        if chars + piece_chars > DISPLAY_MAX_CHARS {
-            shown.push_str("...");
-            break;
-        }
-        shown.push_str(&piece);
-        chars += piece_chars;
-    }
-    shown
+    crate::text::shown(bytes, DISPLAY_MAX_CHARS)
 }
 
 /// Why a command's arguments were refused. `Display` gives the message
@@ -529,23 +512,15 @@ mod tests {
     }
 
     #[test]
-    fn display_arg_is_lossy_escaped_and_short() {
-        assert_eq!(display_arg(b"abc"), "abc");
-        assert_eq!(display_arg(b""), "");
-        assert_eq!(display_arg(b"a\xffb"), "a\u{fffd}b");
-        assert_eq!(display_arg(b"a\r\nb"), "a\\r\\nb");
-        assert_eq!(display_arg(b"\x00"), "\\u{0}");
+    fn display_arg_is_escaped_and_short() {
+        assert_eq!(display_arg(b"a\xffb"), "a\\xffb");
+        assert_eq!(display_arg(b"a\r\nb"), "a\\x0d\\x0ab");
         assert_eq!(display_arg("ü".repeat(64).as_bytes()), "ü".repeat(64));
-        assert_eq!(
-            display_arg("ü".repeat(65).as_bytes()),
-            format!("{}...", "ü".repeat(64))
-        );
         let huge = vec![b'x'; 1 << 20];
-        assert_eq!(display_arg(&huge), format!("{}...", "x".repeat(64)));
-        // An escape that would cross the limit is left out whole.
-        let mut edge = vec![b'x'; 63];
-        edge.push(b'\n');
-        assert_eq!(display_arg(&edge), format!("{}...", "x".repeat(63)));
+        assert_eq!(
+            display_arg(&huge),
+            format!("{}...(1048576 bytes)", "x".repeat(64))
+        );
     }
 
     #[test]
@@ -654,7 +629,7 @@ mod tests {
         let args: [&[u8]; 2] = [b"THRESHOLD", b"\xff5"];
         assert_eq!(
             parse_check(&args).unwrap_err().to_string(),
-            "THRESHOLD must be a non-negative number, got '\u{fffd}5'"
+            "THRESHOLD must be a non-negative number, got '\\xff5'"
         );
     }
 
@@ -752,7 +727,7 @@ mod tests {
         let binary: [&[u8]; 1] = [b"\xffOPT"];
         assert_eq!(
             parse_check(&binary).unwrap_err().to_string(),
-            "unknown option '\u{fffd}OPT'"
+            "unknown option '\\xffOPT'"
         );
     }
 
@@ -999,7 +974,7 @@ mod tests {
         assert_eq!(
             purge(&format!("MATCH {pattern}")).unwrap_err().to_string(),
             format!(
-                "MATCH pattern '{}...' would purge every key; name a narrower pattern",
+                "MATCH pattern '{}...(200 bytes)' would purge every key; name a narrower pattern",
                 "*".repeat(64)
             )
         );

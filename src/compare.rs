@@ -248,6 +248,59 @@ pub fn parse_number(text: &[u8]) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
+/// What one present-or-absent key is against its truth, before any threshold
+/// or policy: the one classifier behind CHECK's statuses and FIX's repairs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Verdict {
+    /// No key, or a hash without the rule's field: as good as no key.
+    Absent,
+    /// The key exists, but its id was never sent to PostgreSQL (not UTF-8, or NUL).
+    BadId,
+    /// The key holds something the rule cannot read as a number.
+    Unreadable { wrong_type: bool },
+    /// The key exists and the truth does not know its id.
+    Orphan,
+    /// A presence key that exists for an id the truth knows: as it should be.
+    Present,
+    /// The truth's value for this id is not a number.
+    BadTruth,
+    /// Both sides are numbers: cached minus truth, and the truth.
+    Compared { diff: Amount, truth: Amount },
+}
+
+/// Classifies one key of a rule of `kind` against its truth.
+pub fn classify(kind: &RuleKind, id: &[u8], cached: &CachedValue, truth: Truth<'_>) -> Verdict {
+    if matches!(cached, CachedValue::Absent | CachedValue::NoField) {
+        return Verdict::Absent;
+    }
+    // An id the truth knows is text; any other id must be, or it was never sent
+    // to PostgreSQL and the key cannot be checked.
+    if truth == Truth::Unknown && (std::str::from_utf8(id).is_err() || id.contains(&0)) {
+        return Verdict::BadId;
+    }
+    let cached_number = match (kind, cached) {
+        (RuleKind::Presence, _) => None,
+        (_, CachedValue::WrongType(_)) => return Verdict::Unreadable { wrong_type: true },
+        (_, value) => match cached_amount(value) {
+            Some(v) => Some(v),
+            None => return Verdict::Unreadable { wrong_type: false },
+        },
+    };
+    let Truth::Known(value) = truth else {
+        return Verdict::Orphan;
+    };
+    let Some(cached_number) = cached_number else {
+        return Verdict::Present;
+    };
+    match truth_amount(value) {
+        Some(true_number) => Verdict::Compared {
+            diff: cached_number.minus(true_number),
+            truth: true_number,
+        },
+        None => Verdict::BadTruth,
+    }
+}
+
 /// Compares one key of `rule` with its truth and returns what is wrong with it
 /// (nothing, or one entry, or two when a drifted key also lacks a required TTL).
 pub fn compare_key(
@@ -258,7 +311,11 @@ pub fn compare_key(
     cached: &CachedKey,
     truth: Truth<'_>,
 ) -> Vec<DriftEntry> {
-    let entry = |status, cached_text: Option<String>, truth_text: Option<&str>, diff| DriftEntry {
+    let truth_text = match truth {
+        Truth::Known(v) => v,
+        Truth::Unknown => None,
+    };
+    let entry = |status, cached_text: Option<String>, diff| DriftEntry {
         rule: rule.name.clone(),
         id: id.to_vec(),
         key: key.to_vec(),
@@ -268,76 +325,29 @@ pub fn compare_key(
         diff,
         seen: cached.value.clone(),
     };
-    let truth_text = match truth {
-        Truth::Known(v) => v,
-        Truth::Unknown => None,
-    };
-    let mut found = Vec::new();
-
-    if !cached.is_present() {
-        if matches!(truth, Truth::Known(_)) && rule.missing == MissingPolicy::Report {
-            found.push(entry(Status::Missing, None, truth_text, None));
-        }
-        return found;
+    let verdict = classify(&rule.kind, id, &cached.value, truth);
+    if verdict == Verdict::Absent {
+        let reported = matches!(truth, Truth::Known(_)) && rule.missing == MissingPolicy::Report;
+        return if reported {
+            vec![entry(Status::Missing, None, None)]
+        } else {
+            Vec::new()
+        };
     }
+    // The value's own finding comes first, then a missing TTL.
+    let finding = match verdict {
+        Verdict::Absent | Verdict::Present => None,
+        Verdict::BadId | Verdict::Unreadable { .. } | Verdict::BadTruth => {
+            Some(entry(Status::Invalid, cached.display(), None))
+        }
+        Verdict::Orphan => Some(entry(Status::Orphan, cached.display(), None)),
+        Verdict::Compared { diff, truth } => tolerance
+            .exceeded(diff, truth)
+            .then(|| entry(Status::Drift, cached.display(), Some(diff.to_f64()))),
+    };
+    let mut found: Vec<DriftEntry> = finding.into_iter().collect();
     if rule.require_ttl && !cached.has_ttl {
-        found.push(entry(Status::NoTtl, cached.display(), truth_text, None));
-    }
-    // An id the truth knows is text; any other id must be, or it was never sent
-    // to PostgreSQL and the key cannot be checked.
-    if truth == Truth::Unknown && (std::str::from_utf8(id).is_err() || id.contains(&0)) {
-        found.insert(0, entry(Status::Invalid, cached.display(), None, None));
-        return found;
-    }
-
-    let cached_number = match (&rule.kind, &cached.value) {
-        (RuleKind::Presence, _) => None,
-        (_, CachedValue::Text(bytes)) => match Amount::parse(bytes) {
-            Some(v) => Some(v),
-            None => {
-                return invalid(
-                    found,
-                    entry(Status::Invalid, cached.display(), truth_text, None),
-                )
-            }
-        },
-        (
-            _,
-            CachedValue::WindowSum {
-                sum,
-                unparsed: None,
-            },
-        ) => Some(*sum),
-        (_, CachedValue::NoField) => {
-            // The hash is there but not the field: as good as a missing key.
-            found.clear();
-            if matches!(truth, Truth::Known(_)) && rule.missing == MissingPolicy::Report {
-                found.push(entry(Status::Missing, None, truth_text, None));
-            }
-            return found;
-        }
-        _ => {
-            return invalid(
-                found,
-                entry(Status::Invalid, cached.display(), truth_text, None),
-            )
-        }
-    };
-
-    let Truth::Known(value) = truth else {
-        found.insert(0, entry(Status::Orphan, cached.display(), None, None));
-        return found;
-    };
-    let Some(cached_number) = cached_number else {
-        return found; // presence: the key exists for a known id
-    };
-    let Some(true_number) = truth_amount(value) else {
-        return invalid(found, entry(Status::Invalid, cached.display(), value, None));
-    };
-    let diff = cached_number.minus(true_number);
-    if tolerance.exceeded(diff, true_number) {
-        let diff = Some(diff.to_f64());
-        found.insert(0, entry(Status::Drift, cached.display(), value, diff));
+        found.push(entry(Status::NoTtl, cached.display(), None));
     }
     found
 }
@@ -359,11 +369,6 @@ pub fn cached_amount(value: &CachedValue) -> Option<Amount> {
 /// text is not a number.
 pub fn truth_amount(value: Option<&str>) -> Option<Amount> {
     value.map_or(Some(Amount::ZERO), |text| Amount::parse(text.as_bytes()))
-}
-
-fn invalid(mut found: Vec<DriftEntry>, entry: DriftEntry) -> Vec<DriftEntry> {
-    found.insert(0, entry);
-    found
 }
 
 /// Sums the members of a window_sum ZSET (already cut to the window by score).
@@ -451,6 +456,63 @@ mod tests {
 
     fn statuses(found: &[DriftEntry]) -> Vec<Status> {
         found.iter().map(|e| e.status).collect()
+    }
+
+    #[test]
+    fn classify_names_what_a_key_is_before_any_threshold() {
+        let number = RuleKind::Number;
+        let text = |v: &str| CachedValue::Text(v.as_bytes().to_vec());
+        let known = |v| Truth::Known(Some(v));
+        assert_eq!(
+            classify(&number, b"1", &CachedValue::Absent, known("1")),
+            Verdict::Absent
+        );
+        assert_eq!(
+            classify(&number, b"1", &CachedValue::NoField, known("1")),
+            Verdict::Absent
+        );
+        assert_eq!(
+            classify(&number, b"\xff", &text("1"), Truth::Unknown),
+            Verdict::BadId
+        );
+        assert_eq!(
+            classify(&number, b"1", &text("abc"), known("1")),
+            Verdict::Unreadable { wrong_type: false }
+        );
+        assert_eq!(
+            classify(
+                &number,
+                b"1",
+                &CachedValue::WrongType("list"),
+                Truth::Unknown
+            ),
+            Verdict::Unreadable { wrong_type: true }
+        );
+        assert_eq!(
+            classify(&number, b"1", &text("3"), Truth::Unknown),
+            Verdict::Orphan
+        );
+        assert_eq!(
+            classify(&number, b"1", &text("3"), known("x")),
+            Verdict::BadTruth
+        );
+        // A diff under any threshold is still a comparison: the threshold is the caller's.
+        assert_eq!(
+            classify(&number, b"1", &text("3.5"), known("1.25")),
+            Verdict::Compared {
+                diff: Amount::parse(b"2.25").unwrap(),
+                truth: Amount::parse(b"1.25").unwrap(),
+            }
+        );
+        let presence = RuleKind::Presence;
+        assert_eq!(
+            classify(&presence, b"1", &CachedValue::Present, Truth::Known(None)),
+            Verdict::Present
+        );
+        assert_eq!(
+            classify(&presence, b"1", &CachedValue::Present, Truth::Unknown),
+            Verdict::Orphan
+        );
     }
 
     #[test]

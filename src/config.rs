@@ -9,16 +9,18 @@ use std::time::Duration;
 use redis_module::configuration::{ConfigurationContext, ConfigurationValue};
 use redis_module::{RedisError, RedisString};
 
-pub const DEFAULT_PG_URL: &str = "host=127.0.0.1 user=postgres dbname=postgres";
+pub const DEFAULT_PG_URL: &str = consistency_bridge::defaults::PG_URL;
 
 /// Each config's default, written once: the statics below start with them and
 /// lib.rs registers them.
 pub mod defaults {
-    pub const PG_CONNECT_TIMEOUT_MS: i64 = 2000;
-    pub const PG_STATEMENT_TIMEOUT_MS: i64 = 30000;
+    use consistency_bridge::defaults as pg;
+
+    pub const PG_CONNECT_TIMEOUT_MS: i64 = pg::PG_CONNECT_TIMEOUT_MS as i64;
+    pub const PG_STATEMENT_TIMEOUT_MS: i64 = pg::PG_STATEMENT_TIMEOUT_MS as i64;
     pub const JOB_TIMEOUT_MS: i64 = 60000;
     pub const WORKERS: i64 = 2;
-    pub const POOL_SIZE: i64 = 4;
+    pub const POOL_SIZE: i64 = pg::POOL_SIZE as i64;
     pub const SCAN_BATCH: i64 = 500;
     pub const VERIFY_ROUNDS: i64 = 2;
     pub const CHECK_INTERVAL_SEC: i64 = 0;

@@ -56,6 +56,14 @@ pub struct PoolTruth {
 }
 
 impl PoolTruth {
+    /// Takes one pooled connection and gives it back, recording whether
+    /// PostgreSQL answered.
+    pub fn probe(&self) {
+        let started = Instant::now();
+        let result = self.pool.get().map(drop);
+        record_truth(started, &result);
+    }
+
     fn timed<T>(
         &self,
         rule: &LoadedRule,

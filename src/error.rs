@@ -6,6 +6,7 @@ use consistency_bridge::BridgeError;
 
 use crate::args::ArgError;
 use crate::drift_check::{CheckError, DuplicateId};
+use crate::fix::{FixError, FixIdsError};
 
 /// Why a command was refused before any work was queued, or failed after.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,8 +82,23 @@ impl From<CheckError> for CommandError {
     fn from(e: CheckError) -> Self {
         match e {
             CheckError::Truth(b) => CommandError::Postgres(b),
-            CheckError::Expired => CommandError::Timeout("the check ran out of time".into()),
+            CheckError::Expired => {
+                CommandError::Timeout("the check ran past consistency.job-timeout-ms".into())
+            }
             CheckError::DuplicateId(e) => CommandError::DuplicateId(e),
         }
+    }
+}
+
+/// A repair's error keeps its own wording on every path.
+impl From<FixError> for CommandError {
+    fn from(e: FixError) -> Self {
+        CommandError::Repair(e.to_string())
+    }
+}
+
+impl From<FixIdsError> for CommandError {
+    fn from(e: FixIdsError) -> Self {
+        CommandError::Repair(e.to_string())
     }
 }

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use consistency_bridge::BridgeError;
 
-use crate::compare::{cached_amount, truth_amount, CachedKey, CachedValue, DriftEntry, Status};
+use crate::compare::{classify, CachedKey, CachedValue, DriftEntry, Status, Truth, Verdict};
 use crate::drift_check::{
     epoch_ms, sendable_ids, to_map, window_start, DuplicateId, TruthMap, TruthSource,
 };
@@ -319,12 +319,18 @@ pub fn notify_presence<A: Access>(
             access.between_slices()?;
         }
         access.hold(|ks| {
+            // When and where: a subscriber serving several databases, or
+            // catching up after a reconnect, needs both.
+            let at_ms = epoch_ms(Some(SystemTime::now())) as i64;
+            let db = ks.db();
             for e in chunk {
                 let event = Reply::Map(vec![
                     ("rule", Reply::text(e.rule.clone())),
                     ("id", Reply::Bulk(e.id.clone())),
                     ("key", Reply::Bulk(e.key.clone())),
                     ("status", Reply::text(e.status.name())),
+                    ("at_ms", Reply::Int(at_ms)),
+                    ("db", Reply::Int(db)),
                 ]);
                 ks.publish(&event.to_json());
             }
@@ -420,27 +426,28 @@ pub fn fix_ids<A: Access, T: TruthSource>(
                 entries.push((i, entry, false));
                 continue;
             }
-            let status = match (&rule.rule.kind, cached.is_present(), known) {
-                (_, false, true) => Status::Missing,
-                (_, false, false) => Status::Drift, // absent and unknown: shown as absent
-                (RuleKind::Presence, true, true) => continue, // as it should be
-                (RuleKind::Presence, true, false) if !truth_ok => continue, // cannot tell
-                (_, true, false) if truth_ok => Status::Orphan,
+            let truth = match truth_text {
+                Some(value) => Truth::Known(value.as_deref()),
+                None => Truth::Unknown,
+            };
+            let verdict = classify(&rule.rule.kind, id, &cached.value, truth);
+            // FIX acts on every key whatever the threshold; the status only picks
+            // the repair. Without the truth an unknown id is not an orphan.
+            let status = match verdict {
+                Verdict::Absent if known => Status::Missing,
+                Verdict::Absent => Status::Drift, // absent and unknown: shown as absent
+                Verdict::Present => continue,     // as it should be
+                _ if !known && rule.rule.kind == RuleKind::Presence && !truth_ok => continue,
+                _ if !known && truth_ok => Status::Orphan,
                 // A key of the wrong type cannot be rewritten in place (HSET on a
                 // string fails): it is invalid, and deleted, as FIX ALL does.
-                _ if matches!(cached.value, CachedValue::WrongType(_)) => Status::Invalid,
+                Verdict::Unreadable { wrong_type: true } => Status::Invalid,
                 _ => Status::Drift,
             };
-            // The diff as a check derives it: exact when both sides are decimals.
-            let cached_number = cached_amount(&cached.value);
-            let true_number = if known {
-                truth_amount(truth_value.as_deref())
-            } else {
-                None
+            let diff = match verdict {
+                Verdict::Compared { diff, .. } => Some(diff.to_f64()),
+                _ => None,
             };
-            let diff = cached_number
-                .zip(true_number)
-                .map(|(c, t)| c.minus(t).to_f64());
             entries.push((
                 i,
                 DriftEntry {
@@ -788,18 +795,31 @@ mod tests {
         let mut store = MemoryStore::default();
         store.set("c:a", "up");
         store.set("c:z", "up");
+        store.db = 3;
         let mut truth = FakeTruth::default().with("conn", &[("a", None), ("b", None)]);
         let access = MemoryAccess::new(store);
         let plan = check_plan(presence);
         let report = run_check(&plan, &access, &mut truth).unwrap();
+        let before = epoch_ms(Some(SystemTime::now())) as i64;
         notify_presence(&access, &plan.rules, &report.entries).unwrap();
+        let after = epoch_ms(Some(SystemTime::now())) as i64;
         let published = access.store.borrow().published.clone();
-        assert_eq!(
-            published,
-            vec![
-                r#"{"rule":"conn","id":"b","key":"c:b","status":"missing"}"#.to_string(),
-                r#"{"rule":"conn","id":"z","key":"c:z","status":"orphan"}"#.to_string(),
-            ]
-        );
+        assert_eq!(published.len(), 2);
+        let mut expected = [("b", "missing"), ("z", "orphan")].into_iter();
+        for message in published {
+            let (id, status) = expected.next().unwrap();
+            let head = format!(
+                r#"{{"rule":"conn","id":"{id}","key":"c:{id}","status":"{status}","at_ms":"#
+            );
+            assert!(message.starts_with(&head), "{message}");
+            assert!(message.ends_with(r#","db":3}"#), "{message}");
+            let at_ms: i64 = message[head.len()..message.len() - r#","db":3}"#.len()]
+                .parse()
+                .unwrap();
+            assert!(
+                (before..=after).contains(&at_ms),
+                "{at_ms} not in {before}..{after}"
+            );
+        }
     }
 }

@@ -3,9 +3,9 @@
 //!
 //! Everything that touches Redis lives in this crate; `consistency-bridge` knows
 //! PostgreSQL. Pure parts (args, rules, template, compare, decimal, report,
-//! reply) carry their own unit tests and no Redis types. The run layer
-//! (drift_check, fix, purge, schedule, sync_run) talks to Redis only through the
-//! `store` seam, implemented once over the module API in `redis_api` (the only
+//! reply, text, ordered_json) carry their own unit tests and no Redis types.
+//! The run layer (drift_check, fix, purge, schedule, sync_run) talks to Redis
+//! only through the `store` seam, implemented once over the module API in `redis_api` (the only
 //! folder with `raw::` and `unsafe`, besides the registration below) and once in
 //! memory for unit tests; `commands` turns its plain results into replies.
 
@@ -20,6 +20,7 @@ pub mod error;
 pub mod fast_hash;
 pub mod fix;
 pub mod glob;
+pub mod ordered_json;
 pub mod purge;
 pub mod redis_api;
 pub mod reply;
@@ -32,6 +33,7 @@ pub mod store;
 pub mod sync_run;
 pub mod template;
 pub mod template_overlap;
+pub mod text;
 
 use std::os::raw::c_int;
 use std::sync::atomic::Ordering;

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::fix::FixError;
 use crate::glob::glob_match;
-use crate::reply::{bytes_as_text, Reply};
+use crate::reply::bytes_as_text;
 use crate::stats;
 use crate::store::{Access, Keyspace};
 use crate::template::KeyTemplate;
@@ -41,7 +41,7 @@ pub struct PurgePlan {
 }
 
 /// Scans and UNLINKs in slices: one UNLINK (replicated) per slice of matches.
-pub fn run_purge<A: Access>(plan: &PurgePlan, access: &A) -> Result<Reply, FixError> {
+pub fn run_purge<A: Access>(plan: &PurgePlan, access: &A) -> Result<PurgeOutcome, FixError> {
     let started = Instant::now();
     // The audit summary must land in a slot this node serves (cluster).
     access.hold(|ks| ks.slots());
@@ -98,12 +98,22 @@ pub fn run_purge<A: Access>(plan: &PurgePlan, access: &A) -> Result<Reply, FixEr
             ])
         });
     }
-    Ok(Reply::Map(vec![
-        ("matched", Reply::Int(matched as i64)),
-        ("deleted", Reply::Int(deleted as i64)),
-        ("dry_run", Reply::Bool(plan.dry_run)),
-        ("duration_ms", Reply::Int(duration_ms as i64)),
-    ]))
+    Ok(PurgeOutcome {
+        matched,
+        deleted,
+        dry_run: plan.dry_run,
+        duration_ms,
+    })
+}
+
+/// What a PURGE did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PurgeOutcome {
+    pub matched: usize,
+    /// 0 with DRYRUN.
+    pub deleted: u64,
+    pub dry_run: bool,
+    pub duration_ms: u64,
 }
 
 #[cfg(test)]
@@ -131,9 +141,8 @@ mod tests {
             limit: None,
             scan_batch: 3,
         };
-        let reply = run_purge(&plan, &access).unwrap();
-        assert_eq!(reply.get("matched"), Some(&Reply::Int(10)));
-        assert_eq!(reply.get("deleted"), Some(&Reply::Int(10)));
+        let outcome = run_purge(&plan, &access).unwrap();
+        assert_eq!((outcome.matched, outcome.deleted), (10, 10));
         let store = access.store.borrow();
         assert_eq!(store.keys.len(), 1, "only keep:1 stays");
         assert!(
@@ -156,9 +165,8 @@ mod tests {
             limit: Some(4),
             scan_batch: 3,
         };
-        let reply = run_purge(&plan, &access).unwrap();
-        assert_eq!(reply.get("matched"), Some(&Reply::Int(4)));
-        assert_eq!(reply.get("deleted"), Some(&Reply::Int(0)));
+        let outcome = run_purge(&plan, &access).unwrap();
+        assert_eq!((outcome.matched, outcome.deleted), (4, 0));
         assert_eq!(access.store.borrow().keys.len(), 10);
         plan.dry_run = false;
         run_purge(&plan, &access).unwrap();

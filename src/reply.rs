@@ -103,17 +103,7 @@ fn write_json_object<'a>(fields: impl Iterator<Item = (&'a str, &'a Reply)>, out
     out.push('}');
 }
 
-/// Text of possibly non-UTF-8 bytes: valid runs as they are, each invalid byte as `\xNN`.
-pub fn bytes_as_text(bytes: &[u8]) -> String {
-    let mut text = String::with_capacity(bytes.len());
-    for chunk in bytes.utf8_chunks() {
-        text.push_str(chunk.valid());
-        for b in chunk.invalid() {
-            let _ = write!(text, "\\x{b:02x}");
-        }
-    }
-    text
-}
+pub use crate::text::bytes_as_text;
 
 fn write_json_string(s: &str, out: &mut String) {
     out.push('"');

@@ -4,6 +4,7 @@ use std::cmp::Ordering;
 
 use crate::compare::{DriftEntry, Status};
 use crate::fix::{FixIdsOutcome, FixOutcome};
+use crate::purge::PurgeOutcome;
 use crate::reply::Reply;
 
 /// Keys compared and findings for one rule.
@@ -157,6 +158,16 @@ pub fn fix_ids_reply(outcome: &FixIdsOutcome) -> Reply {
         ("changed", Reply::Int(outcome.fix.changed as i64)),
         ("skipped", Reply::Int(outcome.fix.skipped as i64)),
         ("entries", Reply::Array(entries)),
+    ])
+}
+
+/// The PURGE reply.
+pub fn purge_reply(outcome: &PurgeOutcome) -> Reply {
+    Reply::Map(vec![
+        ("matched", Reply::Int(outcome.matched as i64)),
+        ("deleted", Reply::Int(outcome.deleted as i64)),
+        ("dry_run", Reply::Bool(outcome.dry_run)),
+        ("duration_ms", Reply::Int(outcome.duration_ms as i64)),
     ])
 }
 

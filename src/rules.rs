@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use crate::ordered_json::JsonNode;
 
 use crate::template::KeyTemplate;
 
@@ -182,7 +182,7 @@ impl RulesError {
 impl RuleSet {
     /// Parses and validates the rules file's JSON text.
     pub fn parse(json: &str) -> Result<RuleSet, RulesError> {
-        let document: Node = serde_json::from_str(json)
+        let document: JsonNode = serde_json::from_str(json)
             .map_err(|error| RulesError::file_level(format!("invalid JSON: {error}")))?;
         let entries = top_level_rules(&document).map_err(RulesError::file_level)?;
         let mut rules: Vec<Rule> = Vec::with_capacity(entries.len());
@@ -194,7 +194,7 @@ impl RuleSet {
                 problem,
             };
             let fields = match entry {
-                Node::Object(fields) => fields,
+                JsonNode::Object(fields) => fields,
                 other => {
                     return Err(in_rule(
                         &position,
@@ -291,9 +291,9 @@ const RULE_FIELDS: [&str; 13] = [
 ];
 
 /// Checks the document is `{"rules": [...]}` and returns the array.
-fn top_level_rules(document: &Node) -> Result<&[Node], String> {
+fn top_level_rules(document: &JsonNode) -> Result<&[JsonNode], String> {
     let fields = match document {
-        Node::Object(fields) => fields,
+        JsonNode::Object(fields) => fields,
         other => {
             return Err(format!(
                 "top level must be an object with a 'rules' array, got {}",
@@ -304,7 +304,7 @@ fn top_level_rules(document: &Node) -> Result<&[Node], String> {
     check_field_names(fields, &["rules"], "top-level ")?;
     match lookup(fields, "rules") {
         None => Err("missing field 'rules'".to_string()),
-        Some(Node::Array(entries)) => Ok(entries),
+        Some(JsonNode::Array(entries)) => Ok(entries),
         Some(other) => Err(format!(
             "field 'rules' must be an array, got {}",
             describe(other)
@@ -313,14 +313,14 @@ fn top_level_rules(document: &Node) -> Result<&[Node], String> {
 }
 
 /// The rule's name if it is usable, else the problem with it.
-fn rule_name(fields: &[(String, Node)]) -> Result<String, String> {
+fn rule_name(fields: &[(String, JsonNode)]) -> Result<String, String> {
     let occurrences = fields.iter().filter(|(key, _)| key == "name").count();
     if occurrences > 1 {
         return Err("field 'name' given twice".to_string());
     }
     let name = match lookup(fields, "name") {
         None => return Err("missing field 'name'".to_string()),
-        Some(Node::String(name)) => name,
+        Some(JsonNode::String(name)) => name,
         Some(other) => {
             return Err(format!(
                 "field 'name' must be a string, got {}",
@@ -345,12 +345,12 @@ fn is_name_char(c: char) -> bool {
 }
 
 /// Validates every field but `name` (already checked) and builds the rule.
-fn rule_from_fields(name: String, fields: &[(String, Node)]) -> Result<Rule, String> {
+fn rule_from_fields(name: String, fields: &[(String, JsonNode)]) -> Result<Rule, String> {
     check_field_names(fields, &RULE_FIELDS, "")?;
 
     let kind_name = match lookup(fields, "kind") {
         None => return Err("missing field 'kind'".to_string()),
-        Some(Node::String(kind)) => kind.as_str(),
+        Some(JsonNode::String(kind)) => kind.as_str(),
         Some(other) => {
             return Err(format!(
                 "field 'kind' must be a string, got {}",
@@ -375,7 +375,7 @@ fn rule_from_fields(name: String, fields: &[(String, Node)]) -> Result<Rule, Str
                 None => {
                     return Err("missing field 'field' (required for kind hash_field)".to_string())
                 }
-                Some(Node::String(field)) if !field.is_empty() => field.clone(),
+                Some(JsonNode::String(field)) if !field.is_empty() => field.clone(),
                 Some(other) => {
                     return Err(format!(
                         "field 'field' must be a non-empty string, got {}",
@@ -402,19 +402,10 @@ fn rule_from_fields(name: String, fields: &[(String, Node)]) -> Result<Rule, Str
         }
     }
 
-    let colon_in_id = match lookup(fields, "ids_may_contain_colon") {
-        None => false,
-        Some(Node::Bool(allowed)) => *allowed,
-        Some(other) => {
-            return Err(format!(
-                "field 'ids_may_contain_colon' must be true or false, got {}",
-                describe(other)
-            ))
-        }
-    };
+    let colon_in_id = optional_bool(fields, "ids_may_contain_colon")?;
     let key = match lookup(fields, "key") {
         None => return Err("missing field 'key'".to_string()),
-        Some(Node::String(source)) => {
+        Some(JsonNode::String(source)) => {
             let key =
                 KeyTemplate::parse(source).map_err(|error| format!("field 'key': {error}"))?;
             if colon_in_id {
@@ -433,7 +424,7 @@ fn rule_from_fields(name: String, fields: &[(String, Node)]) -> Result<Rule, Str
 
     let truth = match lookup(fields, "truth") {
         None => return Err("missing field 'truth'".to_string()),
-        Some(Node::String(sql)) if !sql.trim().is_empty() => sql.clone(),
+        Some(JsonNode::String(sql)) if !sql.trim().is_empty() => sql.clone(),
         Some(other) => {
             return Err(format!(
                 "field 'truth' must be a non-empty SQL query, got {}",
@@ -459,8 +450,8 @@ fn rule_from_fields(name: String, fields: &[(String, Node)]) -> Result<Rule, Str
 
     let fix = match lookup(fields, "fix") {
         None => FixPolicy::Delete,
-        Some(Node::String(fix)) if fix == "delete" => FixPolicy::Delete,
-        Some(Node::String(fix)) if fix == "rewrite" => {
+        Some(JsonNode::String(fix)) if fix == "delete" => FixPolicy::Delete,
+        Some(JsonNode::String(fix)) if fix == "rewrite" => {
             if !kind.can_rewrite() {
                 return Err(format!(
                     "fix 'rewrite' is not possible for kind {}",
@@ -469,7 +460,7 @@ fn rule_from_fields(name: String, fields: &[(String, Node)]) -> Result<Rule, Str
             }
             FixPolicy::Rewrite
         }
-        Some(Node::String(fix)) if fix == "none" => FixPolicy::None,
+        Some(JsonNode::String(fix)) if fix == "none" => FixPolicy::None,
         Some(other) => {
             return Err(format!(
                 "field 'fix' must be delete, rewrite or none, got {}",
@@ -481,8 +472,8 @@ fn rule_from_fields(name: String, fields: &[(String, Node)]) -> Result<Rule, Str
     let missing = match lookup(fields, "missing") {
         None if kind.is_valued() => MissingPolicy::Ignore,
         None => MissingPolicy::Report,
-        Some(Node::String(missing)) if missing == "ignore" => MissingPolicy::Ignore,
-        Some(Node::String(missing)) if missing == "report" => MissingPolicy::Report,
+        Some(JsonNode::String(missing)) if missing == "ignore" => MissingPolicy::Ignore,
+        Some(JsonNode::String(missing)) if missing == "report" => MissingPolicy::Report,
         Some(other) => {
             return Err(format!(
                 "field 'missing' must be ignore or report, got {}",
@@ -491,16 +482,7 @@ fn rule_from_fields(name: String, fields: &[(String, Node)]) -> Result<Rule, Str
         }
     };
 
-    let require_ttl = match lookup(fields, "require_ttl") {
-        None => false,
-        Some(Node::Bool(require)) => *require,
-        Some(other) => {
-            return Err(format!(
-                "field 'require_ttl' must be true or false, got {}",
-                describe(other)
-            ))
-        }
-    };
+    let require_ttl = optional_bool(fields, "require_ttl")?;
 
     let interval_sec = lookup(fields, "interval_sec")
         .map(|value| positive_integer("interval_sec", value))
@@ -523,7 +505,7 @@ fn rule_from_fields(name: String, fields: &[(String, Node)]) -> Result<Rule, Str
 /// Rejects unknown and repeated field names, in document order.
 /// `scope` prefixes "field" in messages ("top-level " or "").
 fn check_field_names(
-    fields: &[(String, Node)],
+    fields: &[(String, JsonNode)],
     allowed: &[&str],
     scope: &str,
 ) -> Result<(), String> {
@@ -542,7 +524,7 @@ fn check_field_names(
 /// only for valued kinds.
 fn optional_threshold(
     field: &str,
-    fields: &[(String, Node)],
+    fields: &[(String, JsonNode)],
     kind: &RuleKind,
 ) -> Result<Option<f64>, String> {
     let Some(value) = lookup(fields, field) else {
@@ -555,7 +537,7 @@ fn optional_threshold(
         ));
     }
     match value {
-        Node::Number(number) => match number.as_f64() {
+        JsonNode::Number(number) => match number.as_f64() {
             // Adding 0.0 turns -0 into 0, so replies never show "-0".
             Some(x) if x.is_finite() && x >= 0.0 => Ok(Some(x + 0.0)),
             _ => Err(non_negative_number(field, value)),
@@ -564,7 +546,7 @@ fn optional_threshold(
     }
 }
 
-fn non_negative_number(field: &str, value: &Node) -> String {
+fn non_negative_number(field: &str, value: &JsonNode) -> String {
     format!(
         "field '{field}' must be a non-negative number, got {}",
         describe(value)
@@ -572,9 +554,9 @@ fn non_negative_number(field: &str, value: &Node) -> String {
 }
 
 /// An integer >= 1 written without a fraction or exponent.
-fn positive_integer(field: &str, value: &Node) -> Result<u64, String> {
+fn positive_integer(field: &str, value: &JsonNode) -> Result<u64, String> {
     match value {
-        Node::Number(number) => match number.as_u64() {
+        JsonNode::Number(number) => match number.as_u64() {
             Some(n) if n > 0 => Ok(n),
             _ => Err(format!(
                 "field '{field}' must be a positive integer, got {}",
@@ -589,11 +571,23 @@ fn positive_integer(field: &str, value: &Node) -> Result<u64, String> {
 }
 
 /// The first value under `key`; repeats are refused earlier.
-fn lookup<'n>(fields: &'n [(String, Node)], key: &str) -> Option<&'n Node> {
+fn lookup<'n>(fields: &'n [(String, JsonNode)], key: &str) -> Option<&'n JsonNode> {
     fields
         .iter()
         .find(|(name, _)| name == key)
         .map(|(_, value)| value)
+}
+
+/// A field that is absent (false) or a JSON boolean.
+fn optional_bool(fields: &[(String, JsonNode)], name: &str) -> Result<bool, String> {
+    match lookup(fields, name) {
+        None => Ok(false),
+        Some(JsonNode::Bool(value)) => Ok(*value),
+        Some(other) => Err(format!(
+            "field '{name}' must be true or false, got {}",
+            describe(other)
+        )),
+    }
 }
 
 /// Longest string value quoted whole in a message; longer ones are cut so an
@@ -602,108 +596,20 @@ const QUOTE_MAX_CHARS: usize = 60;
 
 /// A value as messages show it: numbers and booleans as written, strings
 /// quoted, containers by type.
-fn describe(value: &Node) -> String {
+fn describe(value: &JsonNode) -> String {
     match value {
-        Node::Null => "null".to_string(),
-        Node::Bool(b) => b.to_string(),
-        Node::Number(number) => number.to_string(),
-        Node::String(s) => quote(s),
-        Node::Array(_) => "an array".to_string(),
-        Node::Object(_) => "an object".to_string(),
+        JsonNode::Null => "null".to_string(),
+        JsonNode::Bool(b) => b.to_string(),
+        JsonNode::Number(number) => number.to_string(),
+        JsonNode::String(s) => quote(s),
+        JsonNode::Array(_) => "an array".to_string(),
+        JsonNode::Object(_) => "an object".to_string(),
     }
 }
 
-/// `'text'`, cut to [`QUOTE_MAX_CHARS`] with `...`, control characters escaped.
+/// `'text'` as [`crate::text::shown`] writes it, cut to [`QUOTE_MAX_CHARS`].
 fn quote(text: &str) -> String {
-    let mut quoted = String::from("'");
-    for (count, c) in text.chars().enumerate() {
-        if count == QUOTE_MAX_CHARS {
-            quoted.push_str("...");
-            break;
-        }
-        if c.is_control() {
-            quoted.extend(c.escape_default());
-        } else {
-            quoted.push(c);
-        }
-    }
-    quoted.push('\'');
-    quoted
-}
-
-/// A JSON value that keeps object fields in document order and keeps
-/// repeated fields, so validation can name unknown fields in order and
-/// refuse repeats (serde_json's `Value` silently keeps the last one).
-#[derive(Debug)]
-enum Node {
-    Null,
-    Bool(bool),
-    Number(serde_json::Number),
-    String(String),
-    Array(Vec<Node>),
-    Object(Vec<(String, Node)>),
-}
-
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Node, D::Error> {
-        deserializer.deserialize_any(NodeVisitor)
-    }
-}
-
-struct NodeVisitor;
-
-impl<'de> Visitor<'de> for NodeVisitor {
-    type Value = Node;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Node, E> {
-        Ok(Node::Null)
-    }
-
-    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Node, E> {
-        Ok(Node::Bool(b))
-    }
-
-    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Node, E> {
-        Ok(Node::Number(n.into()))
-    }
-
-    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Node, E> {
-        Ok(Node::Number(n.into()))
-    }
-
-    fn visit_f64<E: de::Error>(self, x: f64) -> Result<Node, E> {
-        serde_json::Number::from_f64(x)
-            .map(Node::Number)
-            .ok_or_else(|| E::custom(format!("number {x} is not finite")))
-    }
-
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Node, E> {
-        Ok(Node::String(s.to_string()))
-    }
-
-    fn visit_string<E: de::Error>(self, s: String) -> Result<Node, E> {
-        Ok(Node::String(s))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Node::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-        let mut fields = Vec::new();
-        while let Some((key, value)) = map.next_entry::<String, Node>()? {
-            fields.push((key, value));
-        }
-        Ok(Node::Object(fields))
-    }
+    format!("'{}'", crate::text::shown(text.as_bytes(), QUOTE_MAX_CHARS))
 }
 
 #[cfg(test)]
@@ -957,7 +863,7 @@ mod tests {
             ),
             (
                 r#"{"name": "a\nb"}"#,
-                "rule #1: field 'name' may only use letters, digits and _ . : -, got 'a\\nb'",
+                "rule #1: field 'name' may only use letters, digits and _ . : -, got 'a\\x0ab'",
             ),
             (
                 r#"{"name": "a", "name": "b"}"#,
@@ -1091,7 +997,7 @@ mod tests {
             ),
             (
                 r#"{"name": "r", "kind": "number", "key": "k:{id}", "truth": " \n "}"#.to_string(),
-                "field 'truth' must be a non-empty SQL query, got ' \\n '",
+                "field 'truth' must be a non-empty SQL query, got ' \\x0a '",
             ),
             (
                 r#"{"name": "r", "kind": "number", "key": "k:{id}", "truth": null}"#.to_string(),
@@ -1199,7 +1105,7 @@ mod tests {
         assert_eq!(
             message,
             format!(
-                "rule 'r': field 'fix' must be delete, rewrite or none, got '{}...'",
+                "rule 'r': field 'fix' must be delete, rewrite or none, got '{}...(500 bytes)'",
                 "x".repeat(QUOTE_MAX_CHARS)
             )
         );

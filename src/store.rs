@@ -58,6 +58,8 @@ pub trait Keyspace {
     fn slots(&mut self) -> Arc<SlotSet>;
     /// Keys in the selected database.
     fn db_size(&mut self) -> u64;
+    /// The selected database's number.
+    fn db(&mut self) -> i64;
 }
 
 /// The job ran out of time, or its client already has its answer.

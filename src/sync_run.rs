@@ -18,13 +18,10 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use consistency_bridge::{connect_direct, BridgeError, PgSettings, TruthRow};
-use redis_module::Context;
 
 use crate::config;
-use crate::drift_check::{record_truth, run_check, CheckPlan, TruthSource};
+use crate::drift_check::{record_truth, TruthSource};
 use crate::error::CommandError;
-use crate::redis_api::keyspace::MainThread;
-use crate::report::CheckReport;
 use crate::state::{self, LoadedRule};
 use crate::store::{Access, Keyspace};
 
@@ -57,7 +54,7 @@ pub struct DirectTruth {
 }
 
 impl DirectTruth {
-    pub fn connect() -> Result<DirectTruth, CommandError> {
+    pub fn connect() -> Result<DirectTruth, BridgeError> {
         let mut settings = state::pg_settings()?;
         let timeout = config::sync_timeout();
         // The main thread waits on this connection: bound it by the sync timeout too.
@@ -65,7 +62,7 @@ impl DirectTruth {
         let started = Instant::now();
         let connected = DirectTruth::start(settings, timeout);
         record_truth(started, &connected);
-        Ok(connected?)
+        connected
     }
 
     fn start(settings: PgSettings, timeout: Duration) -> Result<DirectTruth, BridgeError> {
@@ -237,19 +234,6 @@ pub fn ensure_small(
         limit,
         command,
     })
-}
-
-/// CONSISTENCY.CHECK inside a script or MULTI.
-pub fn check(ctx: &Context, plan: &CheckPlan) -> Result<CheckReport, CommandError> {
-    let main_thread = MainThread(ctx);
-    ensure_small(
-        &main_thread,
-        plan.ids.len(),
-        config::sync_max_keys(),
-        "CONSISTENCY.CHECK",
-    )?;
-    let mut truth = DirectTruth::connect()?;
-    Ok(run_check(plan, &main_thread, &mut truth)?)
 }
 
 #[cfg(test)]

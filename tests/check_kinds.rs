@@ -311,6 +311,11 @@ fn presence_reports_missing_and_orphans_and_publishes_them() {
         .map(|m| {
             let v: serde_json::Value =
                 serde_json::from_str(m).unwrap_or_else(|e| panic!("event {m:?}: {e}"));
+            assert_eq!(v["db"], 0, "{m}");
+            assert!(
+                v["at_ms"].as_u64().is_some_and(|t| t > 1_700_000_000_000),
+                "{m}"
+            );
             (
                 v["rule"].as_str().unwrap().to_string(),
                 v["id"].as_str().unwrap().to_string(),

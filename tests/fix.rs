@@ -1468,7 +1468,20 @@ fn presence_findings_are_published_and_orphans_cleared() {
         for _ in 0..4 {
             let Ok(msg) = ps.get_message() else { return };
             let text: String = msg.get_payload().unwrap();
-            tx.send(serde_json::from_str(&text).unwrap()).unwrap();
+            let mut event: J = serde_json::from_str(&text).unwrap();
+            // Each event says when and in which database; the rest is compared whole.
+            let fields = event.as_object_mut().unwrap();
+            let at_ms = fields.remove("at_ms").and_then(|v| v.as_u64());
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64;
+            assert!(
+                at_ms.is_some_and(|at| at <= now_ms && now_ms - at < 60_000),
+                "at_ms {at_ms:?} is not a recent time: {text}"
+            );
+            assert_eq!(fields.remove("db"), Some(json!(0)), "{text}");
+            tx.send(event).unwrap();
         }
     });
     ready_rx.recv().unwrap();

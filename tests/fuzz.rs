@@ -47,7 +47,6 @@ mod common;
 mod fault_support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -57,7 +56,7 @@ use common::{ledger, TestRedis, CHECK_FIELDS};
 use fault_support::{digest, ping, snapshot};
 use redis::{Connection, Value};
 use redis_consistency::args::display_arg;
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use redis_consistency::ordered_json::JsonNode;
 
 // ---------------------------------------------------------------------------
 // A tiny deterministic PRNG
@@ -552,55 +551,33 @@ impl Node {
     }
 }
 
-/// JSON into a `Node`, keeping the order of object fields.
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Node, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Node;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("JSON")
+impl Node {
+    /// A JSON reply as a `Node`, fields in document order (the crate's own
+    /// ordered reader, so field order can be checked).
+    fn from_json(text: &[u8]) -> Result<Node, String> {
+        let doc: JsonNode = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+        Ok(Node::from_json_node(doc))
+    }
+
+    fn from_json_node(doc: JsonNode) -> Node {
+        match doc {
+            JsonNode::Null => Node::Null,
+            JsonNode::Bool(b) => Node::Bool(b),
+            JsonNode::Number(n) => match n.as_i64() {
+                Some(i) => Node::Int(i),
+                None => Node::Double(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            JsonNode::String(s) => Node::Str(s.into_bytes()),
+            JsonNode::Array(items) => {
+                Node::Arr(items.into_iter().map(Node::from_json_node).collect())
             }
-            fn visit_bool<E>(self, b: bool) -> Result<Node, E> {
-                Ok(Node::Bool(b))
-            }
-            fn visit_i64<E>(self, i: i64) -> Result<Node, E> {
-                Ok(Node::Int(i))
-            }
-            fn visit_u64<E>(self, u: u64) -> Result<Node, E> {
-                Ok(Node::Int(u as i64))
-            }
-            fn visit_f64<E>(self, x: f64) -> Result<Node, E> {
-                Ok(Node::Double(x))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Node, E> {
-                Ok(Node::Str(s.as_bytes().to_vec()))
-            }
-            fn visit_string<E>(self, s: String) -> Result<Node, E> {
-                Ok(Node::Str(s.into_bytes()))
-            }
-            fn visit_unit<E>(self) -> Result<Node, E> {
-                Ok(Node::Null)
-            }
-            fn visit_none<E>(self) -> Result<Node, E> {
-                Ok(Node::Null)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
-                let mut items = Vec::new();
-                while let Some(n) = seq.next_element()? {
-                    items.push(n);
-                }
-                Ok(Node::Arr(items))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-                let mut fields = Vec::new();
-                while let Some((k, v)) = map.next_entry::<String, Node>()? {
-                    fields.push((k, v));
-                }
-                Ok(Node::Map(fields))
-            }
+            JsonNode::Object(fields) => Node::Map(
+                fields
+                    .into_iter()
+                    .map(|(k, v)| (k, Node::from_json_node(v)))
+                    .collect(),
+            ),
         }
-        d.deserialize_any(V)
     }
 }
 
@@ -1184,9 +1161,7 @@ fn run_via(
             if !json_asked {
                 fail("a bulk string without FORMAT json".into());
             }
-            let text = std::str::from_utf8(b).unwrap_or_else(|_| fail("JSON not UTF-8".into()));
-            let node: Node =
-                serde_json::from_str(text).unwrap_or_else(|e| fail(format!("bad JSON {e}")));
+            let node = Node::from_json(b).unwrap_or_else(|e| fail(format!("bad JSON {e}")));
             (node, Proto::Json)
         }
         _ => (Node::from_resp(&value).unwrap_or_else(|e| fail(e)), proto),
@@ -1889,7 +1864,7 @@ fn run_hostile(
         .windows(2)
         .any(|w| w[0].eq_ignore_ascii_case(b"FORMAT") && w[1].eq_ignore_ascii_case(b"json"));
     let node = match &value {
-        Value::BulkString(b) if json_asked => serde_json::from_slice::<Node>(b)
+        Value::BulkString(b) if json_asked => Node::from_json(b)
             .unwrap_or_else(|e| fail(format!("FORMAT json reply does not parse: {e}"))),
         v => Node::from_resp(v).unwrap_or_else(|e| fail(e)),
     };

@@ -22,6 +22,15 @@ pub use pool::{
 };
 pub use truth::{TruthQuery, TruthRow, TruthShape};
 
+/// The PostgreSQL settings' defaults, written once: [`PgSettings::default`] and
+/// the module's configs start from them.
+pub mod defaults {
+    pub const PG_URL: &str = "host=127.0.0.1 user=postgres dbname=postgres";
+    pub const PG_CONNECT_TIMEOUT_MS: u64 = 2000;
+    pub const PG_STATEMENT_TIMEOUT_MS: u64 = 30000;
+    pub const POOL_SIZE: u32 = 4;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

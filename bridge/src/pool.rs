@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
 
+use crate::defaults;
 use crate::error::{classify, classify_connect, BridgeError};
 use crate::secret::url_error_reason;
 pub use crate::secret::{read_password_file, redact_url};
@@ -43,11 +44,11 @@ impl Default for PgSettings {
     /// The module's documented defaults.
     fn default() -> Self {
         PgSettings {
-            url: "host=127.0.0.1 user=postgres dbname=postgres".to_string(),
+            url: defaults::PG_URL.to_string(),
             password: None,
-            connect_timeout: Duration::from_millis(2000),
-            statement_timeout: Duration::from_millis(30000),
-            pool_size: 4,
+            connect_timeout: Duration::from_millis(defaults::PG_CONNECT_TIMEOUT_MS),
+            statement_timeout: Duration::from_millis(defaults::PG_STATEMENT_TIMEOUT_MS),
+            pool_size: defaults::POOL_SIZE,
         }
     }
 }

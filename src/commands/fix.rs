@@ -3,24 +3,21 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use consistency_bridge::{BridgeError, TruthRow};
 use redis_module::{Context, RedisResult, RedisString};
 
-use super::{cannot_block, guarded, render, select_rules, Outcome};
+use super::{dispatch, guarded, render, select_rules, LaneKind, TruthConnection, Work};
 use crate::args::{parse_fix, FixArgs, FixTarget, ReplyFormat};
 use crate::commands::check::DEFAULT_LIMIT;
 use crate::config;
-use crate::drift_check::{run_check, CheckPlan, PoolTruth, TruthSource};
+use crate::drift_check::{run_check, CheckPlan};
 use crate::error::CommandError;
 use crate::fix::{fix_all, fix_ids, FixIdsPlan};
-use crate::redis_api::blocking::run_on_lane;
-use crate::redis_api::keyspace::MainThread;
 use crate::reply::Reply;
 use crate::report::{fix_all_reply, fix_ids_reply};
 use crate::rules::FixPolicy;
-use crate::state::{self, LoadedRule};
+use crate::state::LoadedRule;
 use crate::stats;
-use crate::sync_run::{ensure_small, DirectTruth};
+use crate::store::Access;
 
 /// ```text
 /// CONSISTENCY.FIX id [id ...] [ID id]... [RULE name]... [DRYRUN] [REWRITE] [FORMAT resp|json]
@@ -34,7 +31,6 @@ pub fn fix(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         let args = parse_fix(args)?;
         let rules = select_fix_rules(&args)?;
         let format = args.format.unwrap_or(ReplyFormat::Resp);
-        let now = SystemTime::now();
         match args.target {
             FixTarget::Ids(ids) => {
                 let plan = FixIdsPlan {
@@ -43,73 +39,83 @@ pub fn fix(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                     dry_run: args.dry_run,
                     rewrite: args.rewrite,
                     scan_batch: config::scan_batch(),
-                    now,
+                    now: SystemTime::now(),
                 };
-                if cannot_block(ctx) {
-                    ensure_small(
-                        &MainThread(ctx),
-                        plan.ids.len(),
-                        config::sync_max_keys(),
-                        "CONSISTENCY.FIX",
-                    )?;
-                    let mut truth = match DirectTruth::connect() {
-                        Ok(t) => Truth::Direct(Box::new(t)),
-                        Err(CommandError::Postgres(e)) => Truth::Unavailable(e),
-                        Err(other) => return Err(other),
-                    };
-                    let outcome = fix_ids(&plan, &MainThread(ctx), &mut truth)
-                        .map_err(|e| CommandError::Repair(e.to_string()))?;
-                    return Ok(Outcome::Reply(render(fix_ids_reply(&outcome), format)));
-                }
-                run_on_lane(ctx, &state::lanes().truth, move |job| {
-                    let mut truth = match PoolTruth::from_pool() {
-                        Ok(truth) => Truth::Pool(truth),
-                        Err(e) => Truth::Unavailable(e),
-                    };
-                    match fix_ids(&plan, job, &mut truth) {
-                        Ok(outcome) => render(fix_ids_reply(&outcome), format),
-                        Err(e) => Reply::err(e),
-                    }
-                });
+                dispatch(ctx, FixIdsWork { plan, format })
             }
             FixTarget::All => {
-                ensure_can_block(ctx)?;
                 let plan = CheckPlan::configured(rules, Vec::new(), args.threshold);
-                let (dry_run, rewrite) = (args.dry_run, args.rewrite);
-                run_on_lane(ctx, &state::lanes().truth, move |job| {
-                    let mut truth = match PoolTruth::from_pool() {
-                        Ok(truth) => truth,
-                        Err(e) => return Reply::err(e),
-                    };
-                    let report = match run_check(&plan, job, &mut truth) {
-                        Ok(report) => report,
-                        Err(e) => return Reply::err(e),
-                    };
-                    stats::record_check(&report);
-                    match fix_all(&plan, &report, job, dry_run, rewrite) {
-                        Ok(outcome) => {
-                            render(fix_all_reply(&report, &outcome, DEFAULT_LIMIT), format)
-                        }
-                        Err(e) => Reply::err(e),
-                    }
-                });
+                let work = FixAllWork {
+                    plan,
+                    dry_run: args.dry_run,
+                    rewrite: args.rewrite,
+                    format,
+                };
+                dispatch(ctx, work)
             }
         }
-        Ok(Outcome::Blocked)
     })
 }
 
-/// FIX ALL scans the whole keyspace: never inside a script or MULTI.
-fn ensure_can_block(ctx: &Context) -> Result<(), CommandError> {
-    if cannot_block(ctx) {
-        ensure_small(
-            &MainThread(ctx),
-            0,
-            config::sync_max_keys(),
-            "CONSISTENCY.FIX ALL",
-        )?;
+struct FixIdsWork {
+    plan: FixIdsPlan,
+    format: ReplyFormat,
+}
+
+impl Work for FixIdsWork {
+    const COMMAND: &'static str = "CONSISTENCY.FIX";
+    const LANE: LaneKind = LaneKind::Truth;
+
+    fn sync_size(&self) -> usize {
+        self.plan.ids.len()
     }
-    Ok(())
+
+    /// Clearing needs no truth; REWRITE does.
+    fn goes_on_without_truth(&self) -> bool {
+        !self.plan.rewrite
+    }
+
+    /// Clearing needs no truth: an outage is reported in the reply, not refused.
+    fn run<A: Access>(
+        self,
+        access: &A,
+        truth: &mut TruthConnection,
+    ) -> Result<Reply, CommandError> {
+        let outcome = fix_ids(&self.plan, access, truth)?;
+        Ok(render(fix_ids_reply(&outcome), self.format))
+    }
+}
+
+struct FixAllWork {
+    plan: CheckPlan,
+    dry_run: bool,
+    rewrite: bool,
+    format: ReplyFormat,
+}
+
+impl Work for FixAllWork {
+    const COMMAND: &'static str = "CONSISTENCY.FIX ALL";
+    const LANE: LaneKind = LaneKind::Truth;
+
+    /// FIX ALL scans the whole keyspace: never inside a script or MULTI.
+    fn sync_size(&self) -> usize {
+        0
+    }
+
+    fn run<A: Access>(
+        self,
+        access: &A,
+        truth: &mut TruthConnection,
+    ) -> Result<Reply, CommandError> {
+        truth.available()?;
+        let report = run_check(&self.plan, access, truth)?;
+        stats::record_check(&report);
+        let outcome = fix_all(&self.plan, &report, access, self.dry_run, self.rewrite)?;
+        Ok(render(
+            fix_all_reply(&report, &outcome, DEFAULT_LIMIT),
+            self.format,
+        ))
+    }
 }
 
 /// The rules FIX acts on: named ones must allow repairs (and REWRITE, when given
@@ -133,38 +139,4 @@ fn select_fix_rules(args: &FixArgs) -> Result<Vec<Arc<LoadedRule>>, CommandError
         }
     }
     Ok(rules)
-}
-
-/// The truth for FIX of ids: clearing needs none, so an outage is carried along.
-enum Truth {
-    Pool(PoolTruth),
-    Direct(Box<DirectTruth>),
-    Unavailable(BridgeError),
-}
-
-impl TruthSource for Truth {
-    fn all(
-        &mut self,
-        rule: &LoadedRule,
-        window: Option<SystemTime>,
-    ) -> Result<Vec<TruthRow>, BridgeError> {
-        match self {
-            Truth::Pool(t) => t.all(rule, window),
-            Truth::Direct(t) => t.all(rule, window),
-            Truth::Unavailable(e) => Err(e.clone()),
-        }
-    }
-
-    fn ids(
-        &mut self,
-        rule: &LoadedRule,
-        ids: &[String],
-        window: Option<SystemTime>,
-    ) -> Result<Vec<TruthRow>, BridgeError> {
-        match self {
-            Truth::Pool(t) => t.ids(rule, ids, window),
-            Truth::Direct(t) => t.ids(rule, ids, window),
-            Truth::Unavailable(e) => Err(e.clone()),
-        }
-    }
 }

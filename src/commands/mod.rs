@@ -9,15 +9,23 @@ pub mod status;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::SystemTime;
 
+use consistency_bridge::{panic_message, BridgeError, TruthRow};
 use redis_module::{Context, ContextFlags, RedisResult, RedisString, RedisValue};
 
 use crate::args::ReplyFormat;
+use crate::config;
+use crate::drift_check::{PoolTruth, TruthSource};
 use crate::error::CommandError;
+use crate::redis_api::blocking::{submit, BlockedJob};
+use crate::redis_api::keyspace::MainThread;
 use crate::redis_api::respond;
 use crate::reply::Reply;
 use crate::state::{self, LoadedRule};
-use consistency_bridge::panic_message;
+use crate::stats;
+use crate::store::Access;
+use crate::sync_run::{ensure_small, DirectTruth};
 
 /// What a handler did: answered at once, or blocked the client on a job.
 pub enum Outcome {
@@ -46,6 +54,178 @@ pub fn guarded(
     };
     respond::send(ctx, &reply);
     Ok(RedisValue::NoReply)
+}
+
+/// The lane a command's work queues on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LaneKind {
+    /// Jobs that query PostgreSQL.
+    Truth,
+    /// Jobs that need only Redis (PURGE): a PostgreSQL outage never queues them.
+    Keyspace,
+}
+
+/// A command's work after parsing, run the same way whichever path runs it.
+pub trait Work: Send + 'static {
+    /// The command, for the refusal inside a script or MULTI.
+    const COMMAND: &'static str;
+    const LANE: LaneKind;
+    /// Ids or keys the work touches when run inside a script or MULTI; 0 means
+    /// the whole keyspace, always refused there.
+    fn sync_size(&self) -> usize;
+    /// True when the work can go ahead without the truth (FIX of ids clears):
+    /// with PostgreSQL down or the truth lane full it then runs at once on the
+    /// keyspace lane, told the truth is unavailable, instead of waiting or
+    /// answering busy.
+    fn goes_on_without_truth(&self) -> bool {
+        false
+    }
+    /// Does the work and shapes the reply. `truth` is the pool on a lane, a
+    /// direct connection on the main thread, or the reason neither is there.
+    fn run<A: Access>(self, access: &A, truth: &mut TruthConnection)
+        -> Result<Reply, CommandError>;
+}
+
+/// Runs `work`: on its lane with the client blocked, or, inside Lua or MULTI
+/// (which cannot block), on the main thread if it is small enough, with its
+/// own connection bounded by sync-timeout-ms. One path, so an error reads the
+/// same whichever ran.
+pub fn dispatch<W: Work>(ctx: &Context, work: W) -> Result<Outcome, CommandError> {
+    if cannot_block(ctx) {
+        let main_thread = MainThread(ctx);
+        ensure_small(
+            &main_thread,
+            work.sync_size(),
+            config::sync_max_keys(),
+            W::COMMAND,
+        )?;
+        let mut truth = match W::LANE {
+            LaneKind::Truth => TruthConnection::direct(),
+            LaneKind::Keyspace => TruthConnection::NotNeeded,
+        };
+        return work.run(&main_thread, &mut truth).map(Outcome::Reply);
+    }
+    let lanes = state::lanes();
+    let job = BlockedJob::block(ctx, config::job_timeout());
+    let refused = match W::LANE {
+        LaneKind::Keyspace => submit(job, &lanes.keyspace, (work, None), run_work::<W>),
+        LaneKind::Truth => {
+            let known_down = stats::last_pg_error().filter(|_| work.goes_on_without_truth());
+            match known_down {
+                Some(why) => {
+                    probe_postgres();
+                    let truth = BridgeError::Unavailable(why);
+                    submit(job, &lanes.keyspace, (work, Some(truth)), run_work::<W>)
+                }
+                None => match submit(job, &lanes.truth, (work, None), run_work::<W>) {
+                    Err((job, (work, _), full)) if work.goes_on_without_truth() => {
+                        let truth = BridgeError::Unavailable(full.to_string());
+                        submit(job, &lanes.keyspace, (work, Some(truth)), run_work::<W>)
+                    }
+                    other => other,
+                },
+            }
+        }
+    };
+    if let Err((job, _, full)) = refused {
+        job.answer(&Reply::err(full));
+    }
+    Ok(Outcome::Blocked)
+}
+
+/// A queued command's work: `unavailable` says the truth is not to be asked.
+fn run_work<W: Work>(job: &BlockedJob, (work, unavailable): (W, Option<BridgeError>)) -> Reply {
+    let mut truth = match (unavailable, W::LANE) {
+        (Some(e), _) => TruthConnection::Unavailable(e),
+        (None, LaneKind::Truth) => TruthConnection::pool(),
+        (None, LaneKind::Keyspace) => TruthConnection::NotNeeded,
+    };
+    work.run(job, &mut truth).unwrap_or_else(Reply::err)
+}
+
+/// While PostgreSQL is known down, commands that go on without it do not ask;
+/// one pooled connection attempt on the truth lane (if it has room) notices
+/// PostgreSQL's return.
+fn probe_postgres() {
+    let _ = state::lanes().truth.try_submit(Box::new(|| {
+        if let Ok(truth) = PoolTruth::from_pool() {
+            truth.probe();
+        }
+    }));
+}
+
+/// Where a command's truth comes from. An outage is carried along, not
+/// returned at once: FIX of ids clears without the truth.
+pub enum TruthConnection {
+    Pool(PoolTruth),
+    Direct(Box<DirectTruth>),
+    Unavailable(BridgeError),
+    /// Keyspace work: never asks.
+    NotNeeded,
+}
+
+impl TruthConnection {
+    fn pool() -> TruthConnection {
+        match PoolTruth::from_pool() {
+            Ok(truth) => TruthConnection::Pool(truth),
+            Err(e) => TruthConnection::Unavailable(e),
+        }
+    }
+
+    fn direct() -> TruthConnection {
+        match DirectTruth::connect() {
+            Ok(truth) => TruthConnection::Direct(Box::new(truth)),
+            Err(e) => TruthConnection::Unavailable(e),
+        }
+    }
+
+    /// The outage, for commands that cannot start without the truth.
+    pub fn available(&self) -> Result<(), BridgeError> {
+        match self {
+            TruthConnection::Unavailable(e) => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    fn source(&mut self) -> Result<&mut dyn TruthSource, BridgeError> {
+        match self {
+            TruthConnection::Pool(t) => Ok(t),
+            TruthConnection::Direct(t) => Ok(t.as_mut()),
+            TruthConnection::Unavailable(e) => Err(e.clone()),
+            TruthConnection::NotNeeded => Err(BridgeError::Unavailable(
+                "this command does not query PostgreSQL".into(),
+            )),
+        }
+    }
+}
+
+impl TruthSource for TruthConnection {
+    fn all(
+        &mut self,
+        rule: &LoadedRule,
+        window: Option<SystemTime>,
+    ) -> Result<Vec<TruthRow>, BridgeError> {
+        self.source()?.all(rule, window)
+    }
+
+    fn ids(
+        &mut self,
+        rule: &LoadedRule,
+        ids: &[String],
+        window: Option<SystemTime>,
+    ) -> Result<Vec<TruthRow>, BridgeError> {
+        self.source()?.ids(rule, ids, window)
+    }
+
+    fn all_of(
+        &mut self,
+        rules: &[(&LoadedRule, Option<SystemTime>)],
+    ) -> Vec<Result<Vec<TruthRow>, BridgeError>> {
+        match self.source() {
+            Ok(source) => source.all_of(rules),
+            Err(e) => rules.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
 }
 
 /// Inside Lua or MULTI a command cannot block: it must answer synchronously.

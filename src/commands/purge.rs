@@ -2,16 +2,14 @@
 
 use redis_module::{Context, RedisResult, RedisString};
 
-use super::{cannot_block, guarded, select_rules, Outcome};
+use super::{dispatch, guarded, select_rules, LaneKind, TruthConnection, Work};
 use crate::args::{parse_purge, PurgeTarget};
 use crate::config;
 use crate::error::CommandError;
 use crate::purge::{run_purge, PurgeMatch, PurgePlan};
-use crate::redis_api::blocking::run_on_lane;
-use crate::redis_api::keyspace::MainThread;
 use crate::reply::Reply;
-use crate::state;
-use crate::sync_run::ensure_small;
+use crate::report::purge_reply;
+use crate::store::Access;
 
 /// ```text
 /// CONSISTENCY.PURGE (MATCH pattern | RULE name) [DRYRUN] [LIMIT n]
@@ -37,25 +35,23 @@ pub fn purge(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             limit: args.limit,
             scan_batch: config::scan_batch(),
         };
-        if cannot_block(ctx) {
-            // Bounded by LIMIT: without one, a purge is as large as the keyspace
-            // (0 asks for the whole-keyspace refusal, which names DBSIZE).
-            ensure_small(
-                &MainThread(ctx),
-                plan.limit.map_or(0, |l| l.max(1)),
-                config::sync_max_keys(),
-                "CONSISTENCY.PURGE",
-            )?;
-            let reply = run_purge(&plan, &MainThread(ctx))
-                .map_err(|e| CommandError::Repair(e.to_string()))?;
-            return Ok(Outcome::Reply(reply));
-        }
-        run_on_lane(ctx, &state::lanes().keyspace, move |job| {
-            match run_purge(&plan, job) {
-                Ok(reply) => reply,
-                Err(e) => Reply::err(e),
-            }
-        });
-        Ok(Outcome::Blocked)
+        dispatch(ctx, PurgeWork(plan))
     })
+}
+
+struct PurgeWork(PurgePlan);
+
+impl Work for PurgeWork {
+    const COMMAND: &'static str = "CONSISTENCY.PURGE";
+    const LANE: LaneKind = LaneKind::Keyspace;
+
+    /// Bounded by LIMIT: without one, a purge is as large as the keyspace.
+    fn sync_size(&self) -> usize {
+        self.0.limit.map_or(0, |l| l.max(1))
+    }
+
+    fn run<A: Access>(self, access: &A, _: &mut TruthConnection) -> Result<Reply, CommandError> {
+        let outcome = run_purge(&self.0, access)?;
+        Ok(purge_reply(&outcome))
+    }
 }

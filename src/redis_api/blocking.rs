@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use consistency_bridge::{panic_message, Lane};
+use consistency_bridge::{panic_message, Lane, LaneFull};
 use redis_module::{raw, Context};
 
 use super::keyspace::ModuleKeyspace;
@@ -207,12 +207,29 @@ pub fn run_on_lane(
     lane: &Lane,
     work: impl FnOnce(&BlockedJob) -> Reply + Send + 'static,
 ) {
+    fn call<F: FnOnce(&BlockedJob) -> Reply>(job: &BlockedJob, work: F) -> Reply {
+        work(job)
+    }
     let job = BlockedJob::block(ctx, config::job_timeout());
-    // The lane drops a job it cannot take; the slot lets us answer that client.
-    let slot = Arc::new(Mutex::new(Some(job)));
+    if let Err((job, _, full)) = submit(job, lane, work, call) {
+        job.answer(&Reply::err(full));
+    }
+}
+
+/// Queues `run(job, payload)` on `lane`. A full lane hands the still-blocked
+/// client back with its payload, so the caller may try another lane; once
+/// queued, the client is answered exactly once whatever `run` does.
+pub fn submit<P: Send + 'static>(
+    job: BlockedJob,
+    lane: &Lane,
+    payload: P,
+    run: fn(&BlockedJob, P) -> Reply,
+) -> Result<(), (BlockedJob, P, LaneFull)> {
+    // The lane drops a job it cannot take; the slot gives the client back.
+    let slot = Arc::new(Mutex::new(Some((job, payload))));
     let in_job = Arc::clone(&slot);
     let submitted = lane.try_submit(Box::new(move || {
-        let Some(job) = in_job.lock().unwrap().take() else {
+        let Some((job, payload)) = in_job.lock().unwrap().take() else {
             return;
         };
         let reply = if job.expired() {
@@ -220,7 +237,7 @@ pub fn run_on_lane(
         } else {
             catch_unwind(AssertUnwindSafe(|| {
                 crate::redis_api::test_hooks::before_job();
-                work(&job)
+                run(&job, payload)
             }))
             .unwrap_or_else(|payload| {
                 let message = panic_message(payload.as_ref());
@@ -231,9 +248,12 @@ pub fn run_on_lane(
         job.answer(&reply);
         release_free_memory();
     }));
-    if let Err(full) = submitted {
-        if let Some(job) = slot.lock().unwrap().take() {
-            job.answer(&Reply::err(full));
-        }
+    match submitted {
+        Ok(()) => Ok(()),
+        Err(full) => match slot.lock().unwrap().take() {
+            Some((job, payload)) => Err((job, payload, full)),
+            // Unreachable: a refused job never ran.
+            None => Ok(()),
+        },
     }
 }

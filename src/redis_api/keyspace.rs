@@ -87,6 +87,10 @@ impl Keyspace for ModuleKeyspace {
     fn db_size(&mut self) -> u64 {
         unsafe { raw::RedisModule_DbSize.unwrap()(self.ctx.ctx) }
     }
+
+    fn db(&mut self) -> i64 {
+        i64::from(unsafe { raw::RedisModule_GetSelectedDb.unwrap()(self.ctx.ctx) })
+    }
 }
 
 /// The main thread, where the lock is already held (Lua and MULTI): no pauses.

@@ -10,11 +10,12 @@
 //! from naming `RedisModule_Log`.
 
 use std::ffi::CString;
-use std::fmt::Write as _;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use redis_module::raw;
+
+use crate::text::one_line;
 
 /// A detached context of the module, for the `<consistency>` tag Redis puts
 /// before each line; null (no tag) until [`setup`] runs.
@@ -58,7 +59,7 @@ pub fn write_line(level: Level, text: &str) {
         // Outside Redis (unit tests): there is no log to write to.
         return;
     };
-    let line = CString::new(one_line(text)).expect("one_line leaves no NUL");
+    let line = CString::new(one_line(text).as_bytes()).expect("one_line leaves no NUL");
     unsafe {
         log(
             MODULE_CTX.load(Ordering::Relaxed),
@@ -69,31 +70,12 @@ pub fn write_line(level: Level, text: &str) {
     };
 }
 
-/// Text fit for one log line: control characters are written as `\xNN`. A NUL
-/// would cut the line short, a newline would forge a line of its own; keys,
-/// values and server messages may hold both.
-pub fn one_line(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            let _ = write!(out, "\\x{:02x}", u32::from(c));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Longest text, in characters, a log line shows of one key, id or value.
 pub const CLIP_CHARS: usize = 200;
 
-/// `text` cut to [`CLIP_CHARS`] with `...(N bytes)`: a 64 KB key name logged
-/// whole, a hundred times in one hold, stalls Redis.
+/// `text` cut to [`CLIP_CHARS`] for a log line.
 pub fn clip(text: &str) -> std::borrow::Cow<'_, str> {
-    match text.char_indices().nth(CLIP_CHARS) {
-        None => std::borrow::Cow::Borrowed(text),
-        Some((end, _)) => format!("{}...({} bytes)", &text[..end], text.len()).into(),
-    }
+    crate::text::clip(text, CLIP_CHARS)
 }
 
 /// Routes the `log` crate's macros to [`write_line`].
@@ -129,13 +111,6 @@ pub fn setup(load_ctx: &redis_module::Context) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lines_escape_control_characters() {
-        assert_eq!(one_line("user:4:cost"), "user:4:cost");
-        assert_eq!(one_line("a\0b\nc\u{85}é"), "a\\x00b\\x0ac\\x85é");
-        assert_eq!(one_line("100%n %s %%"), "100%n %s %%");
-    }
 
     #[test]
     fn long_texts_are_clipped() {

@@ -7,6 +7,7 @@ use std::os::raw::{c_char, c_long};
 use redis_module::{raw, Context};
 
 use crate::reply::Reply;
+use crate::text::one_line;
 
 /// Sends `reply` on `ctx` (a command context or a blocked client's thread-safe
 /// context; replies need no GIL on the latter).
@@ -44,12 +45,9 @@ fn write(ctx: *mut raw::RedisModuleCtx, reply: &Reply) {
             fields.len(),
         ),
         Reply::Error(message) => {
-            // Error lines cannot hold CR or LF.
-            let line: String = message
-                .chars()
-                .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
-                .collect();
-            let line = std::ffi::CString::new(line.replace('\0', " ")).unwrap_or_default();
+            // Error lines cannot hold CR, LF or NUL.
+            let line = one_line(message);
+            let line = std::ffi::CString::new(line.as_bytes()).unwrap_or_default();
             unsafe { raw::RedisModule_ReplyWithError.unwrap()(ctx, line.as_ptr()) };
         }
     }

@@ -42,6 +42,8 @@ pub struct MemoryStore {
     pub published: Vec<String>,
     /// Keys deleted or written, in order, for assertions.
     pub writes: Vec<Vec<u8>>,
+    /// The selected database.
+    pub db: i64,
 }
 
 impl Default for MemoryStore {
@@ -54,6 +56,7 @@ impl Default for MemoryStore {
             audit: Vec::new(),
             published: Vec::new(),
             writes: Vec::new(),
+            db: 0,
         }
     }
 }
@@ -246,6 +249,10 @@ impl Keyspace for MemoryStore {
 
     fn db_size(&mut self) -> u64 {
         self.keys.len() as u64
+    }
+
+    fn db(&mut self) -> i64 {
+        self.db
     }
 }
 
