@@ -110,7 +110,7 @@ pub fn dispatch<W: Work>(ctx: &Context, work: W) -> Result<Outcome, CommandError
     let refused = match W::LANE {
         LaneKind::Keyspace => submit(job, &lanes.keyspace, (work, None), run_work::<W>),
         LaneKind::Truth => {
-            let known_down = stats::last_pg_error().filter(|_| work.goes_on_without_truth());
+            let known_down = stats::pg_down().filter(|_| work.goes_on_without_truth());
             match known_down {
                 Some(why) => {
                     probe_postgres();
@@ -119,7 +119,10 @@ pub fn dispatch<W: Work>(ctx: &Context, work: W) -> Result<Outcome, CommandError
                 }
                 None => match submit(job, &lanes.truth, (work, None), run_work::<W>) {
                     Err((job, (work, _), full)) if work.goes_on_without_truth() => {
-                        let truth = BridgeError::Unavailable(full.to_string());
+                        let truth = BridgeError::Unavailable(format!(
+                            "not asked: the truth lane is full ({} queued)",
+                            full.queued
+                        ));
                         submit(job, &lanes.keyspace, (work, Some(truth)), run_work::<W>)
                     }
                     other => other,
