@@ -200,9 +200,10 @@ ensure_valkey() {
 }
 
 # ensure_test_tools: what only the tests use: jq (the wrappers' second JSON
-# reader), Debian's prometheus-redis-exporter (the exporter scrape test) and
-# valkey-server (ensure_valkey). Installed like ensure_packages when root;
-# otherwise those tests say they skip.
+# reader), Debian's prometheus-redis-exporter (the exporter scrape test),
+# Debian's prometheus (the alert examples test: /usr/bin/prometheus is the file
+# that test runs) and valkey-server (ensure_valkey). Installed like
+# ensure_packages when root; otherwise those tests say they skip.
 ensure_test_tools() {
     ensure_valkey
     local missing=()
@@ -210,6 +211,7 @@ ensure_test_tools() {
     command -v prometheus-redis-exporter >/dev/null 2>&1 \
         || command -v redis_exporter >/dev/null 2>&1 \
         || missing+=(prometheus-redis-exporter)
+    [ -x /usr/bin/prometheus ] || missing+=(prometheus)
     if [ ${#missing[@]} -eq 0 ] || ! command -v apt-get >/dev/null 2>&1; then
         return 0
     fi

@@ -35,7 +35,6 @@ pub mod template;
 pub mod template_overlap;
 pub mod text;
 
-use std::os::raw::c_int;
 use std::sync::atomic::Ordering;
 
 use redis_module::configuration::{ConfigurationContext, ConfigurationFlags};
@@ -50,7 +49,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     // COMMAND DOCS on Redis 7.0+; a no-op on servers without SetCommandInfo.
     redis_api::command_docs::register(ctx);
     schedule::start(ctx);
-    unsafe { raw::RedisModule_RegisterInfoFunc.unwrap()(ctx.ctx, Some(info)) };
+    unsafe { raw::RedisModule_RegisterInfoFunc.unwrap()(ctx.ctx, Some(redis_api::info::write)) };
     config::INITIALISED.store(true, Ordering::Release);
     Status::Ok
 }
@@ -58,20 +57,6 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
 fn deinit(_ctx: &Context) -> Status {
     state::stop_lanes();
     Status::Ok
-}
-
-/// `INFO consistency`.
-extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
-    let lanes = state::lanes();
-    let fields = stats::info_fields(
-        state::rules().rules.len(),
-        lanes.truth.queued(),
-        lanes.keyspace.queued(),
-    );
-    raw::add_info_section(ctx, None);
-    for (name, value) in fields {
-        raw::add_info_field_long_long(ctx, name, value);
-    }
 }
 
 /// pg-url and the connect timeout shape the pool: build a new one when they change.

@@ -4,7 +4,9 @@
 //! `interval_sec`, else `consistency.check-interval-sec`) and queues one run on
 //! the truth lane: CHECK, or FIX ALL with `consistency.autofix`. Never two runs at
 //! once, never on a replica. Each run logs one summary line, as the seed's
-//! script did, and updates STATUS and INFO.
+//! script did, and updates STATUS and INFO. A run that fails is retried after
+//! 5 s, doubling up to the rule's interval, not a whole interval later. While
+//! nothing else talks to PostgreSQL, a probe every 30 s keeps `pg_up` current.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,10 +26,36 @@ use crate::state::{self, LoadedRule};
 use crate::stats;
 
 const TICK: Duration = Duration::from_secs(1);
+/// The first retry of a failed run; each further failure doubles it.
+const FIRST_RETRY: Duration = Duration::from_secs(5);
+/// How often an otherwise idle module asks PostgreSQL whether it is up.
+const PROBE_EVERY: Duration = Duration::from_secs(30);
 
 static RUNNING: AtomicBool = AtomicBool::new(false);
-/// When each rule last ran on schedule (by rule name).
-static LAST_RUN: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
+/// Each scheduled rule's timing (by rule name).
+static TIMERS: Mutex<Option<HashMap<String, RuleTimer>>> = Mutex::new(None);
+static LAST_PROBE: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// When a rule last ran on schedule and, after failures, when it retries.
+#[derive(Clone, Copy, Debug)]
+struct RuleTimer {
+    last: Instant,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+impl RuleTimer {
+    fn due_at(&self, interval: Duration) -> Instant {
+        self.retry_at.unwrap_or(self.last + interval)
+    }
+}
+
+/// How long after its `failures`-th failure in a row a run is retried: 5 s,
+/// doubling, never longer than the rule's interval.
+pub fn retry_delay(failures: u32, interval: Duration) -> Duration {
+    let doublings = failures.saturating_sub(1).min(20);
+    FIRST_RETRY.saturating_mul(1 << doublings).min(interval)
+}
 
 /// Starts the timer; it re-arms itself every tick.
 pub fn start(ctx: &Context) {
@@ -42,18 +70,29 @@ fn tick(ctx: &Context, _: ()) {
     let now = Instant::now();
     let due = due_rules(now);
     if due.is_empty() {
+        probe_when_idle(now);
         return;
     }
     let names: Vec<String> = due.iter().map(|r| r.rule.name.clone()).collect();
     RUNNING.store(true, Ordering::Release);
+    let run_names = names.clone();
     let submitted = state::lanes().truth.try_submit(Box::new(move || {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(due)));
-        if let Err(panic) = result {
-            log::warn!(
-                "consistency: scheduled check panicked: {}",
-                consistency_bridge::panic_message(panic.as_ref())
-            );
-        }
+        let failed = match result {
+            Ok(Ok(())) => false,
+            Ok(Err(why)) => {
+                log::warn!("consistency: {why}");
+                true
+            }
+            Err(panic) => {
+                log::warn!(
+                    "consistency: scheduled check panicked: {}",
+                    consistency_bridge::panic_message(panic.as_ref())
+                );
+                true
+            }
+        };
+        finish_run(&run_names, failed, Instant::now());
         RUNNING.store(false, Ordering::Release);
     }));
     match submitted {
@@ -75,15 +114,19 @@ fn interval_of(rule: &LoadedRule) -> Option<Duration> {
 /// The rules due now. A rule first seen waits a full interval.
 fn due_rules(now: Instant) -> Vec<Arc<LoadedRule>> {
     let rules = state::rules();
-    let mut guard = LAST_RUN.lock().unwrap();
-    let last_run = guard.get_or_insert_with(HashMap::new);
+    let mut guard = TIMERS.lock().unwrap();
+    let timers = guard.get_or_insert_with(HashMap::new);
     let mut due = Vec::new();
     for rule in &rules.rules {
         let Some(interval) = interval_of(rule) else {
             continue;
         };
-        let last = *last_run.entry(rule.rule.name.clone()).or_insert(now);
-        if now.duration_since(last) >= interval {
+        let timer = timers.entry(rule.rule.name.clone()).or_insert(RuleTimer {
+            last: now,
+            failures: 0,
+            retry_at: None,
+        });
+        if now >= timer.due_at(interval) {
             due.push(Arc::clone(rule));
         }
     }
@@ -92,69 +135,98 @@ fn due_rules(now: Instant) -> Vec<Arc<LoadedRule>> {
 
 /// Records that these rules' run was queued at `now`.
 fn mark_run(names: &[String], now: Instant) {
-    let mut guard = LAST_RUN.lock().unwrap();
-    let last_run = guard.get_or_insert_with(HashMap::new);
+    let mut guard = TIMERS.lock().unwrap();
+    let timers = guard.get_or_insert_with(HashMap::new);
     for name in names {
-        last_run.insert(name.clone(), now);
+        if let Some(timer) = timers.get_mut(name) {
+            timer.last = now;
+            timer.retry_at = None;
+        }
+    }
+}
+
+/// Records how a run ended: a failure counts in INFO and sets the retry.
+fn finish_run(names: &[String], failed: bool, now: Instant) {
+    if failed {
+        stats::record_failed_run(names);
+    }
+    let rules = state::rules();
+    let mut guard = TIMERS.lock().unwrap();
+    let timers = guard.get_or_insert_with(HashMap::new);
+    for name in names {
+        let Some(timer) = timers.get_mut(name) else {
+            continue;
+        };
+        if !failed {
+            timer.failures = 0;
+            continue;
+        }
+        timer.failures = timer.failures.saturating_add(1);
+        let interval = rules
+            .rules
+            .iter()
+            .find(|r| &r.rule.name == name)
+            .and_then(|r| interval_of(r));
+        if let Some(interval) = interval {
+            timer.retry_at = Some(now + retry_delay(timer.failures, interval));
+        }
     }
 }
 
 /// Seconds until the next scheduled run, or None when nothing is scheduled.
 pub fn next_in_sec() -> Option<u64> {
     let rules = state::rules();
-    let guard = LAST_RUN.lock().unwrap();
+    let guard = TIMERS.lock().unwrap();
     let now = Instant::now();
     rules
         .rules
         .iter()
         .filter_map(|rule| {
             let interval = interval_of(rule)?;
-            let last = guard
+            let due = guard
                 .as_ref()
-                .and_then(|m| m.get(&rule.rule.name).copied())
-                .unwrap_or(now);
-            Some((last + interval).saturating_duration_since(now).as_secs())
+                .and_then(|m| m.get(&rule.rule.name))
+                .map_or(now + interval, |t| t.due_at(interval));
+            Some(due.saturating_duration_since(now).as_secs())
         })
         .min()
 }
 
-fn run(rules: Vec<Arc<LoadedRule>>) {
+/// With rules loaded and the truth lane idle, asks PostgreSQL every
+/// PROBE_EVERY whether it is up; checks and repairs tell INFO too.
+fn probe_when_idle(now: Instant) {
+    if state::rules().rules.is_empty() || state::lanes().truth.queued() > 0 {
+        return;
+    }
+    let mut last = LAST_PROBE.lock().unwrap();
+    if last.is_some_and(|at| now.duration_since(at) < PROBE_EVERY) {
+        return;
+    }
+    *last = Some(now);
+    let _ = state::lanes().truth.try_submit(Box::new(|| {
+        if let Ok(truth) = PoolTruth::from_pool() {
+            truth.probe();
+        }
+    }));
+}
+
+/// One scheduled run; Err says why it could not complete.
+fn run(rules: Vec<Arc<LoadedRule>>) -> Result<(), String> {
     let autofix = config::autofix();
     let names: Vec<String> = rules.iter().map(|r| r.rule.name.clone()).collect();
+    let failed =
+        |e: &dyn std::fmt::Display| format!("scheduled check of {} failed: {e}", names.join(", "));
     let plan = CheckPlan::configured(rules, Vec::new(), None);
-    let access = match Detached::new(config::db(), config::job_timeout()) {
-        Ok(access) => access,
-        Err(e) => {
-            log::warn!(
-                "consistency: scheduled check of {} failed: {e}",
-                names.join(", ")
-            );
-            return;
-        }
-    };
-    let mut truth = match PoolTruth::from_pool() {
-        Ok(truth) => truth,
-        Err(e) => {
-            log::warn!("consistency: scheduled check skipped: {e}");
-            return;
-        }
-    };
-    let report = match run_check(&plan, &access, &mut truth) {
-        Ok(report) => report,
-        Err(e) => {
-            log::warn!(
-                "consistency: scheduled check of {} failed: {e}",
-                names.join(", ")
-            );
-            return;
-        }
-    };
-    stats::record_check(&report);
+    let access = Detached::new(config::db(), config::job_timeout()).map_err(|e| failed(&e))?;
+    let mut truth = PoolTruth::from_pool().map_err(|e| failed(&e))?;
+    let report = run_check(&plan, &access, &mut truth).map_err(|e| failed(&e))?;
+    stats::record_check(&report, true);
+    let mut outcome = Ok(());
     let repaired = if autofix {
         match fix_all(&plan, &report, &access, false, false) {
-            Ok(outcome) => outcome.changed as i64,
+            Ok(fixed) => fixed.changed as i64,
             Err(e) => {
-                log::warn!("consistency: scheduled repair failed: {e}");
+                outcome = Err(format!("scheduled repair failed: {e}"));
                 0
             }
         }
@@ -168,6 +240,7 @@ fn run(rules: Vec<Arc<LoadedRule>>) {
     );
     drop(report);
     crate::redis_api::blocking::release_free_memory();
+    outcome
 }
 
 /// The one line a scheduled run logs: what was checked, what drifted, the rate,
@@ -226,5 +299,22 @@ mod tests {
         );
         let quiet = summary_line(&["a".into()], &CheckReport::default(), None);
         assert!(quiet.ends_with("0 drifted (0.00%), in 0 ms"), "{quiet}");
+    }
+
+    #[test]
+    fn failed_runs_retry_after_5s_doubling_up_to_the_interval() {
+        let hour = Duration::from_secs(3600);
+        let delays: Vec<u64> = (1..=12).map(|n| retry_delay(n, hour).as_secs()).collect();
+        assert_eq!(
+            delays,
+            [5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560, 3600, 3600]
+        );
+        // Never later than the interval itself, and no overflow however many.
+        assert_eq!(
+            retry_delay(3, Duration::from_secs(7)),
+            Duration::from_secs(7)
+        );
+        assert_eq!(retry_delay(u32::MAX, hour), hour);
+        assert_eq!(retry_delay(0, hour), Duration::from_secs(5));
     }
 }

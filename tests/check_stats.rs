@@ -26,11 +26,12 @@ fn now_ms() -> i64 {
 }
 
 /// `INFO consistency` as name -> integer, without the `consistency_` prefix Redis
-/// puts on a module's fields.
+/// puts on a module's fields; the per-rule dict fields are read by `rule_info`.
 fn info(redis: &TestRedis) -> BTreeMap<String, i64> {
     redis
         .info("consistency")
         .into_iter()
+        .filter(|(k, _)| !k.starts_with("consistency_rule_"))
         .map(|(k, v)| {
             let name = k
                 .strip_prefix("consistency_")
@@ -44,7 +45,7 @@ fn info(redis: &TestRedis) -> BTreeMap<String, i64> {
         .collect()
 }
 
-const INFO_FIELDS: [&str; 18] = [
+const INFO_FIELDS: [&str; 20] = [
     "rules_loaded",
     "checks_total",
     "keys_checked_total",
@@ -63,9 +64,55 @@ const INFO_FIELDS: [&str; 18] = [
     "lane_keyspace_queued",
     "last_check_age_sec",
     "last_check_drifted",
+    "pg_up",
+    "runs_failed_total",
 ];
 
-fn assert_info_order(redis: &TestRedis) {
+/// One rule's dict field of `INFO consistency`, as (key, integer) in order.
+fn rule_info(redis: &TestRedis, rule: &str) -> Vec<(String, i64)> {
+    let info = redis.info("consistency");
+    let dict = info
+        .get(&format!("consistency_rule_{rule}"))
+        .unwrap_or_else(|| panic!("INFO has no consistency_rule_{rule}: {info:?}"));
+    dict.split(',')
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').expect("key=value");
+            (k.to_string(), v.parse().expect("an integer"))
+        })
+        .collect()
+}
+
+/// The per-rule figures a full check leaves: (checked, drifted), age 0 or 1 s.
+fn assert_rule_runs(redis: &TestRedis, r: &Report) {
+    for (rule, checked, drifted) in &r.by_rule {
+        let fields = rule_info(redis, rule);
+        let names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "checked",
+                "drifted",
+                "last_run_age_sec",
+                "last_duration_ms",
+                "runs_failed"
+            ]
+        );
+        let value = |k: &str| fields.iter().find(|(n, _)| n == k).unwrap().1;
+        assert_eq!(
+            (value("checked"), value("drifted")),
+            (*checked, *drifted),
+            "{rule}"
+        );
+        assert!(
+            (0..=1).contains(&value("last_run_age_sec")),
+            "{rule}: {fields:?}"
+        );
+        assert_eq!(value("last_duration_ms"), r.duration_ms, "{rule}");
+        assert_eq!(value("runs_failed"), 0, "{rule}");
+    }
+}
+
+fn assert_info_order(redis: &TestRedis, rules: &[&str]) {
     let text: String = redis::cmd("INFO")
         .arg("consistency")
         .query(&mut redis.conn())
@@ -78,6 +125,7 @@ fn assert_info_order(redis: &TestRedis) {
     let want: Vec<String> = INFO_FIELDS
         .iter()
         .map(|f| format!("consistency_{f}"))
+        .chain(rules.iter().map(|r| format!("consistency_rule_{r}")))
         .collect();
     assert_eq!(names, want, "INFO consistency fields and their order");
 }
@@ -171,11 +219,17 @@ fn status_and_info_account_for_each_check() {
     assert!(is_null(field(&status, "last_check")), "{status:?}");
     assert_eq!(as_i64(field(&status, "rules")), 3);
     assert!(is_null(field(&status, "rules_error")));
-    assert_info_order(&redis);
+    assert_info_order(&redis, &["cost_weekly", "mcp_connection", "stats"]);
     let start = info(&redis);
     assert_eq!(start["rules_loaded"], 3);
     assert_eq!(start["checks_total"], 0);
     assert_eq!(start["last_check_age_sec"], -1);
+    assert_eq!(start["runs_failed_total"], 0);
+    let never: Vec<i64> = rule_info(&redis, "stats")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(never, [0, 0, -1, 0, 0], "a rule before its first run");
 
     ledger::fill_cache_weekly(&mut c, &pg);
     let truth = truth_map(&ledger::truth_weekly(&pg));
@@ -227,6 +281,8 @@ fn status_and_info_account_for_each_check() {
     assert_last_check(&status, &r, t0, t1);
     let after = info(&redis);
     assert_counters(&start, &after, &r);
+    assert_eq!(after["pg_up"], 1);
+    assert_rule_runs(&redis, &r);
 
     // Refused input is no check.
     call_err(&mut c, &["CONSISTENCY.CHECK", "LIMIT", "x"]);
@@ -245,6 +301,9 @@ fn status_and_info_account_for_each_check() {
     let after2 = info(&redis);
     assert_counters(&after, &after2, &r2);
     assert_eq!(after2["checks_total"], 2);
+    // A check of given ids is a spot check, not the rule's run: the per-rule
+    // figures still show the full check.
+    assert_rule_runs(&redis, &r);
     assert_last_check(&call_ok(&mut c, &["CONSISTENCY.STATUS"]), &r2, t0, t1);
 
     // STATUS in RESP3: the same shape with native types.

@@ -28,7 +28,7 @@ use redis::Connection;
 const SCRIPT: &str = "scripts/redis_exporter/consistency.lua";
 
 /// Every documented field of `INFO consistency`, as INFO prints them.
-const FIELDS: [&str; 18] = [
+const FIELDS: [&str; 20] = [
     "consistency_rules_loaded",
     "consistency_checks_total",
     "consistency_keys_checked_total",
@@ -47,7 +47,32 @@ const FIELDS: [&str; 18] = [
     "consistency_lane_keyspace_queued",
     "consistency_last_check_age_sec",
     "consistency_last_check_drifted",
+    "consistency_pg_up",
+    "consistency_runs_failed_total",
 ];
+
+/// The keys of a rule's INFO dict field, in order; the script exports each as
+/// `consistency_rule_<key>:<rule>`.
+const RULE_FIELDS: [&str; 5] = [
+    "checked",
+    "drifted",
+    "last_run_age_sec",
+    "last_duration_ms",
+    "runs_failed",
+];
+
+/// What the script returns with the weekly rule loaded, in order.
+fn exported_names() -> Vec<String> {
+    FIELDS
+        .iter()
+        .map(|f| f.to_string())
+        .chain(
+            RULE_FIELDS
+                .iter()
+                .map(|k| format!("consistency_rule_{k}:cost_weekly")),
+        )
+        .collect()
+}
 
 fn script_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(SCRIPT)
@@ -99,16 +124,30 @@ fn the_collect_script_returns_info_consistency_as_flat_pairs() {
 
     let pairs = eval_script(&mut c);
     let names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(names, FIELDS, "INFO's fields, in INFO's order");
+    assert_eq!(names, exported_names(), "INFO's fields, in INFO's order");
     let info = info_consistency(&e.redis);
+    let rule_dict = &info["consistency_rule_cost_weekly"];
     for (k, v) in &pairs {
         v.parse::<f64>()
             .unwrap_or_else(|_| panic!("{k}={v} must parse as a number"));
-        if k != "consistency_last_check_age_sec" {
-            assert_eq!(Some(v), info.get(k), "{k}");
+        if k.ends_with("age_sec") {
+            continue;
+        }
+        match k.strip_suffix(":cost_weekly") {
+            Some(rule_key) => {
+                let pair = format!("{}={v}", rule_key.trim_start_matches("consistency_rule_"));
+                assert!(
+                    rule_dict.split(',').any(|p| p == pair),
+                    "{pair} in {rule_dict}"
+                );
+            }
+            None => assert_eq!(Some(v), info.get(k), "{k}"),
         }
     }
     let got: BTreeMap<_, _> = pairs.into_iter().collect();
+    assert_eq!(got["consistency_rule_checked:cost_weekly"], "10");
+    assert_eq!(got["consistency_rule_drifted:cost_weekly"], "1");
+    assert_eq!(got["consistency_pg_up"], "1");
     assert_eq!(got["consistency_rules_loaded"], "1");
     assert_eq!(got["consistency_checks_total"], "1");
     assert_eq!(got["consistency_keys_checked_total"], "10");
@@ -289,9 +328,10 @@ fn redis_exporter_exports_the_consistency_fields() {
         exporter.log_text()
     );
     let keys: Vec<&str> = v.keys().map(String::as_str).collect();
-    let mut want = FIELDS.to_vec();
+    let mut want = exported_names();
     want.sort();
     assert_eq!(keys, want, "every INFO consistency field, nothing else");
+    assert_eq!(v["consistency_rule_last_run_age_sec:cost_weekly"], -1.0);
     assert_eq!(v["consistency_rules_loaded"], 1.0);
     assert_eq!(v["consistency_checks_total"], 0.0);
     assert_eq!(v["consistency_last_check_age_sec"], -1.0);
@@ -306,6 +346,9 @@ fn redis_exporter_exports_the_consistency_fields() {
     assert_eq!(v["consistency_drifted_drift"], 1.0);
     assert_eq!(v["consistency_drifted_orphan"], 0.0);
     assert_eq!(v["consistency_last_check_drifted"], 1.0);
+    assert_eq!(v["consistency_rule_drifted:cost_weekly"], 1.0);
+    assert_eq!(v["consistency_rule_checked:cost_weekly"], 10.0);
+    assert_eq!(v["consistency_pg_up"], 1.0);
     assert_eq!(v["consistency_fixes_total"], 0.0);
     assert!(v["consistency_last_check_age_sec"] >= 0.0);
     assert!(
@@ -338,4 +381,259 @@ fn redis_exporter_exports_the_consistency_fields() {
         }
     }
     drop(exporter);
+}
+
+// ---------------------------------------------------------------------------
+// The alert examples of docs/OPERATIONS.md, in a real Prometheus
+// ---------------------------------------------------------------------------
+
+const PROMETHEUS: &str = "/usr/bin/prometheus";
+
+/// The fenced yaml block of docs/OPERATIONS.md that starts with `first_line`.
+fn docs_yaml(first_line: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/OPERATIONS.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    text.split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split_once("```").map(|(block, _)| block))
+        .find(|b| b.starts_with(first_line))
+        .unwrap_or_else(|| panic!("no yaml block starting {first_line:?} in docs/OPERATIONS.md"))
+        .to_string()
+}
+
+/// The alert names of the documented rules block, in order.
+fn documented_alerts(rules: &str) -> Vec<String> {
+    rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .map(|rest| rest.split_whitespace().next().unwrap().to_string())
+        .collect()
+}
+
+/// Prometheus on a free port, with `config` and `rules`; killed on drop.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Prometheus {
+    fn start(config: &str, rules: &str) -> Prometheus {
+        let dir = common::temp_dir("prometheus");
+        std::fs::write(dir.join("alerts.yml"), rules).unwrap();
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let port = common::free_port();
+        let log = dir.join("prometheus.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(PROMETHEUS)
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("run prometheus");
+        let p = Prometheus { child, port, log };
+        let up = common::wait_until(Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "prometheus did not listen:\n{}", p.log_text());
+        p
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET /api/v1/alerts: (alert name, labels, state) of each active alert.
+    fn alerts(&self) -> Vec<(String, BTreeMap<String, String>, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect prometheus");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /api/v1/alerts HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).expect("read alerts");
+        let (_, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
+        let doc: serde_json::Value = serde_json::from_str(body).expect("alerts JSON");
+        doc["data"]["alerts"]
+            .as_array()
+            .expect("data.alerts")
+            .iter()
+            .map(|a| {
+                let labels: BTreeMap<String, String> = a["labels"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                    .collect();
+                (
+                    labels["alertname"].clone(),
+                    labels,
+                    a["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Each documented alert fires (is pending or firing: `for:` only delays it) on
+/// the situation it names, with the documented relabelling giving the `rule`
+/// label, and stays quiet elsewhere. Three Redis servers, each behind its own
+/// exporter: `drifting` (a check found drift; then its runs are aged past the
+/// stale bound), `pg_down` (a scheduled rule whose PostgreSQL refuses
+/// connections), `bare` (no module).
+#[test]
+fn the_documented_alerts_fire_in_prometheus() {
+    let bin = match exporter_binary() {
+        Ok(b) => b,
+        Err(why) => {
+            eprintln!("SKIPPED the_documented_alerts_fire_in_prometheus: {why}");
+            return;
+        }
+    };
+    if !Path::new(PROMETHEUS).is_file() {
+        eprintln!(
+            "SKIPPED the_documented_alerts_fire_in_prometheus: no {PROMETHEUS} \
+             (apt-get install prometheus; scripts/test.sh does)"
+        );
+        return;
+    }
+    let drifting = env();
+    common::call_ok(&mut drifting.redis.conn(), &["CONSISTENCY.CHECK"]);
+    common::call_ok(
+        &mut drifting.redis.conn(),
+        &["CONSISTENCY.DEBUG", "AGE-RUNS", "10000"],
+    );
+
+    let mut scheduled = common::weekly_rule_json();
+    scheduled["interval_sec"] = serde_json::json!(1);
+    let rules = common::write_rules(&[scheduled]);
+    let closed = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres",
+        common::free_port()
+    );
+    let pg_down = TestRedis::start_with(
+        &[
+            ("pg-url", &closed),
+            ("rules-file", rules.to_str().unwrap()),
+            ("pg-connect-timeout-ms", "300"),
+        ],
+        &[],
+    );
+    let bare = TestRedis::start_without_module(&[]);
+
+    let exporters: Vec<(&str, Exporter)> = [
+        ("drifting", &drifting.redis),
+        ("pg_down", &pg_down),
+        ("bare", &bare),
+    ]
+    .into_iter()
+    .map(|(name, r)| (name, Exporter::start(&bin, r.port())))
+    .collect();
+    let instance_of = |name: &str| {
+        let port = exporters.iter().find(|(n, _)| *n == name).unwrap().1.port;
+        format!("127.0.0.1:{port}")
+    };
+    let targets: Vec<String> = exporters
+        .iter()
+        .map(|(_, e)| format!("'127.0.0.1:{}'", e.port))
+        .collect();
+    let scrape = docs_yaml("scrape_configs:")
+        .replace("['127.0.0.1:9121']", &format!("[{}]", targets.join(", ")));
+    assert!(
+        scrape.contains(&targets[0]),
+        "the documented targets line changed: {scrape}"
+    );
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [alerts.yml]\n{scrape}"
+    );
+    let rules_yaml = docs_yaml("groups:");
+    let documented = documented_alerts(&rules_yaml);
+    assert_eq!(
+        documented,
+        [
+            "RedisCacheDrift",
+            "RedisConsistencyRuleStale",
+            "RedisConsistencyRunsFailing",
+            "RedisConsistencyPostgresDown",
+            "RedisConsistencyModuleMissing"
+        ]
+    );
+    let prometheus = Prometheus::start(&config, &rules_yaml);
+
+    // Where each alert must show, by the server behind the exporter.
+    let want: Vec<(&str, &str)> = vec![
+        ("RedisCacheDrift", "drifting"),
+        ("RedisConsistencyRuleStale", "drifting"),
+        ("RedisConsistencyRunsFailing", "pg_down"),
+        ("RedisConsistencyPostgresDown", "pg_down"),
+        ("RedisConsistencyModuleMissing", "bare"),
+    ];
+    let mut active = Vec::new();
+    let all_seen = common::wait_until(Duration::from_secs(60), || {
+        active = prometheus.alerts();
+        want.iter().all(|(alert, server)| {
+            active
+                .iter()
+                .any(|(name, labels, _)| name == alert && labels["instance"] == instance_of(server))
+        })
+    });
+    assert!(
+        all_seen,
+        "not every documented alert became active: {active:?}\n{}",
+        prometheus.log_text()
+    );
+    for (name, labels, state) in &active {
+        assert!(
+            ["pending", "firing"].contains(&state.as_str()),
+            "{name}: {state}"
+        );
+        let server = want
+            .iter()
+            .find(|(alert, s)| alert == name && labels["instance"] == instance_of(s))
+            .map(|(_, s)| *s);
+        assert!(server.is_some(), "a false alarm: {name} {labels:?}");
+        if name == "RedisCacheDrift" || name == "RedisConsistencyRuleStale" {
+            // The relabelling made the rule a label of its own.
+            assert_eq!(
+                labels.get("rule").map(String::as_str),
+                Some("cost_weekly"),
+                "{labels:?}"
+            );
+            assert_eq!(
+                labels["key"],
+                if name == "RedisCacheDrift" {
+                    "consistency_rule_drifted"
+                } else {
+                    "consistency_rule_last_run_age_sec"
+                }
+            );
+        }
+    }
+    // The failing scheduled runs are counted per rule too, and retried.
+    let info = pg_down.info("consistency");
+    assert!(
+        info["consistency_rule_cost_weekly"].contains("runs_failed="),
+        "{info:?}"
+    );
+    let failed: i64 = info["consistency_runs_failed_total"].parse().unwrap();
+    assert!(failed >= 2, "{info:?}");
+    assert_eq!(info["consistency_pg_up"], "0");
+    drop(prometheus);
+    drop(exporters);
 }

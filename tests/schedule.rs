@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{call_ok, field, ledger, map_of, wait_until, write_rules, TestPg, TestRedis};
 use serde_json::json;
@@ -171,4 +171,61 @@ fn replicas_do_not_run_scheduled_checks() {
         &primary,
         "consistency_checks_total"
     ) >= 1));
+}
+
+/// One key of a rule's INFO dict field (`consistency_rule_<name>:k=v,...`).
+fn rule_int(redis: &TestRedis, rule: &str, key: &str) -> i64 {
+    let info = redis.info("consistency");
+    let dict = &info[&format!("consistency_rule_{rule}")];
+    dict.split(',')
+        .find_map(|p| p.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} not in {dict}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_failed_run_is_counted_and_retried_after_5s_not_a_whole_interval() {
+    let pg = TestPg::fresh();
+    ledger::create_schema(&pg);
+    ledger::load(&pg, 20, 2, 5);
+    // PostgreSQL refuses at first: a closed port.
+    let closed = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres",
+        common::free_port()
+    );
+    let rules = write_rules(&[weekly(Some(12))]);
+    let redis = TestRedis::start_with(
+        &[
+            ("pg-url", &closed),
+            ("rules-file", rules.to_str().unwrap()),
+            ("pg-connect-timeout-ms", "300"),
+        ],
+        &[],
+    );
+    let mut c = redis.conn();
+    ledger::fill_cache_weekly(&mut c, &pg);
+    assert!(wait_until(Duration::from_secs(20), || {
+        info_int(&redis, "consistency_runs_failed_total") == 1
+    }));
+    let failed_at = Instant::now();
+    assert_eq!(rule_int(&redis, "cost_weekly", "runs_failed"), 1);
+    assert_eq!(rule_int(&redis, "cost_weekly", "last_run_age_sec"), -1);
+    assert_eq!(info_int(&redis, "consistency_pg_up"), 0);
+
+    // PostgreSQL is back: the retry comes about 5 s after the failure, well
+    // before the rule's 12 s interval would bring the next run.
+    call_ok(&mut c, &["CONFIG", "SET", "consistency.pg-url", &pg.url()]);
+    assert!(wait_until(Duration::from_secs(15), || {
+        rule_int(&redis, "cost_weekly", "last_run_age_sec") >= 0
+    }));
+    let retried_after = failed_at.elapsed();
+    assert!(
+        retried_after > Duration::from_secs(3) && retried_after < Duration::from_secs(9),
+        "retried {retried_after:?} after the failure"
+    );
+    assert_eq!(rule_int(&redis, "cost_weekly", "checked"), 20);
+    assert_eq!(rule_int(&redis, "cost_weekly", "runs_failed"), 1);
+    assert_eq!(info_int(&redis, "consistency_runs_failed_total"), 1);
+    assert_eq!(info_int(&redis, "consistency_pg_up"), 1);
 }

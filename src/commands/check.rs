@@ -55,7 +55,7 @@ impl Work for CheckWork {
         let report = run_check(&self.plan, access, truth)?;
         // Presence findings are events the application acts on.
         let _ = notify_presence(access, &self.plan.rules, &report.entries);
-        stats::record_check(&report);
+        stats::record_check(&report, self.plan.ids.is_empty());
         Ok(render(report.to_reply(self.limit), self.format))
     }
 }

@@ -109,7 +109,7 @@ impl Work for FixAllWork {
     ) -> Result<Reply, CommandError> {
         truth.available()?;
         let report = run_check(&self.plan, access, truth)?;
-        stats::record_check(&report);
+        stats::record_check(&report, true);
         let outcome = fix_all(&self.plan, &report, access, self.dry_run, self.rewrite)?;
         Ok(render(
             fix_all_reply(&report, &outcome, DEFAULT_LIMIT),

@@ -42,11 +42,15 @@ pub fn status(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 fn pg_reply() -> Reply {
-    let (idle, last_error) = match state::pool() {
-        Ok(pool) => (pool.state().idle, stats::last_pg_error()),
-        Err(e) => (0, Some(e.to_string())),
+    let (idle, last_error, down) = match state::pool() {
+        Ok(pool) => (
+            pool.state().idle,
+            stats::last_pg_error(),
+            stats::pg_down().is_some(),
+        ),
+        Err(e) => (0, Some(e.to_string()), true),
     };
-    let state = if last_error.is_some() { "down" } else { "ok" };
+    let state = if down { "down" } else { "ok" };
     Reply::Map(vec![
         ("url", Reply::text(redact_url(&config::pg_url()))),
         ("state", Reply::text(state)),

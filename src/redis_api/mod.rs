@@ -9,6 +9,7 @@
 //! - `writes`: every write, replicated, only on a primary and not while paused;
 //! - `blocking`: a blocked client and the job that answers it exactly once;
 //! - `detached`: the scheduler's context on `consistency.db`;
+//! - `info`: the `INFO consistency` section, with one dict field per rule;
 //! - `respond`: a [`crate::reply::Reply`] tree written to a client;
 //! - `logging`: the one place that writes to the Redis log, with a constant format;
 //! - `cluster_view`: this node's slots, read from CLUSTER SLOTS;
@@ -19,6 +20,7 @@ pub mod blocking;
 pub mod cluster_view;
 pub mod command_docs;
 pub mod detached;
+pub mod info;
 pub mod keyspace;
 pub mod logging;
 pub mod respond;

@@ -1,6 +1,7 @@
 //! Test-only hooks, compiled in only with the `test-hooks` cargo feature: they let
-//! integration tests force a panic in a job, slow jobs down, or pause FIX ALL
-//! between its check and its repairs. Without the feature every hook is a no-op.
+//! integration tests force a panic in a job, slow jobs down, pause FIX ALL
+//! between its check and its repairs, or age recorded runs (for age alerts).
+//! Without the feature every hook is a no-op.
 
 #[cfg(feature = "test-hooks")]
 mod enabled {
@@ -31,7 +32,7 @@ mod enabled {
         }
     }
 
-    /// CONSISTENCY.DEBUG PANIC-NEXT-JOB | JOB-SLEEP ms | PAUSE-BEFORE-REPAIR ms
+    /// CONSISTENCY.DEBUG PANIC-NEXT-JOB | JOB-SLEEP ms | PAUSE-BEFORE-REPAIR ms | AGE-RUNS sec
     fn debug(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         let words: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy()).collect();
         let ms = |i: usize| -> Result<u64, RedisError> {
@@ -44,6 +45,8 @@ mod enabled {
             Some("PANIC-NEXT-JOB") => PANIC_NEXT_JOB.store(true, Ordering::Relaxed),
             Some("JOB-SLEEP") => JOB_SLEEP_MS.store(ms(1)?, Ordering::Relaxed),
             Some("PAUSE-BEFORE-REPAIR") => PAUSE_BEFORE_REPAIR_MS.store(ms(1)?, Ordering::Relaxed),
+            // Seconds here: every recorded run becomes that much older.
+            Some("AGE-RUNS") => crate::stats::age_runs(ms(1)?),
             _ => return Err(RedisError::Str("ERR unknown DEBUG subcommand")),
         }
         Ok(RedisValue::SimpleStringStatic("OK"))
