@@ -8,7 +8,8 @@
 #
 #   check-redis-consistency.sh [--threshold N] [--user-id ID] [--auto-fix]
 #                              [--dry-run] [--summary] [--verbose]
-#                              [-h HOST] [-p PORT] [-a PASSWORD] [-n DB] ...
+#                              [-h HOST] [-p PORT] [-a PASSWORD] [-n DB]
+#                              [--user NAME] [--tls [--cacert FILE] [--cert FILE --key FILE]] ...
 #
 # Exit status: 0 consistent (or repaired by --auto-fix), 1 drift remains,
 # 2 error (bad flags, Redis unreachable, an ERR reply, unreadable output).
@@ -27,6 +28,11 @@ PORT=${REDIS_PORT:-6379}
 DB=${REDIS_DB:-0}
 PASSWORD=""
 REDIS_CLI=${REDIS_CLI:-redis-cli}
+REDIS_USER=""
+TLS=0
+CACERT=""
+CERT=""
+KEY=""
 TIMEOUT=120
 THRESHOLD=""
 USER_ID=""
@@ -64,8 +70,21 @@ Options:
                      which keeps it out of 'ps' (either way it reaches redis-cli
                      only through REDISCLI_AUTH, never its command line)
   -n, --db N         Redis database number (default \$REDIS_DB or 0)
+  --user NAME        Redis ACL user to log in as (AUTH NAME <password>); needs
+                     the password, from -a or REDISCLI_AUTH
+  --tls              connect with TLS
+  --cacert FILE      with --tls: the CA certificate to verify the server with
+  --cert FILE        with --tls: a client certificate, for servers that ask for
+                     one (tls-auth-clients)
+  --key FILE         with --tls: the client certificate's private key
   --timeout SEC      give up on a command after SEC seconds (default 120)
   --help             show this help
+
+Environment: REDIS_HOST, REDIS_PORT, REDIS_DB, REDISCLI_AUTH as above, and
+REDIS_CLI, the redis-cli to run: a path, or a command with arguments split on
+blanks (no quoting, nothing evaluated), e.g. to reach Redis in a container:
+  REDIS_CLI='docker exec -e REDISCLI_AUTH redis redis-cli'
+(-e REDISCLI_AUTH hands the password on into the container).
 
 Exit status: 0 consistent (or repaired), 1 drift remains, 2 error.
 
@@ -136,6 +155,15 @@ while [ $# -gt 0 ]; do
         --password=*) PASSWORD=${1#*=}; shift ;;
         -n | --db) need_value "$1" $#; DB=$2; shift 2 ;;
         --db=*) DB=${1#*=}; shift ;;
+        --user) need_value "$1" $#; REDIS_USER=$2; shift 2 ;;
+        --user=*) REDIS_USER=${1#*=}; shift ;;
+        --tls) TLS=1; shift ;;
+        --cacert) need_value "$1" $#; CACERT=$2; shift 2 ;;
+        --cacert=*) CACERT=${1#*=}; shift ;;
+        --cert) need_value "$1" $#; CERT=$2; shift 2 ;;
+        --cert=*) CERT=${1#*=}; shift ;;
+        --key) need_value "$1" $#; KEY=$2; shift 2 ;;
+        --key=*) KEY=${1#*=}; shift ;;
         --timeout) need_value "$1" $#; TIMEOUT=$2; shift 2 ;;
         --timeout=*) TIMEOUT=${1#*=}; shift ;;
         *) bad_usage "unknown option '$1'" ;;
@@ -156,6 +184,13 @@ if ! is_uint "$TIMEOUT" || [ "$TIMEOUT" -eq 0 ]; then
     bad_usage "--timeout must be a positive integer, got '$TIMEOUT'"
 fi
 [ -z "$HOST" ] && bad_usage "--host must not be empty"
+if [ -n "$REDIS_USER" ] && [ -z "$PASSWORD" ] && [ -z "${REDISCLI_AUTH:-}" ]; then
+    # redis-cli would skip AUTH and go on as the default user.
+    bad_usage "--user needs a password (-a or REDISCLI_AUTH)"
+fi
+if [ "$TLS" = 0 ] && [ -n "$CACERT$CERT$KEY" ]; then
+    bad_usage "--cacert, --cert and --key need --tls"
+fi
 if [ "$DRY_RUN" = 1 ] && [ "$AUTO_FIX" = 0 ]; then
     DRY_RUN_NOTE="--dry-run has no effect without --auto-fix (a check changes nothing)"
 else
@@ -166,7 +201,21 @@ fi
 # Tools
 # ---------------------------------------------------------------------------
 
-command -v "$REDIS_CLI" >/dev/null 2>&1 || fail "redis-cli not found (install redis-tools or set REDIS_CLI)"
+# REDIS_CLI may be a command with arguments (docker exec redis redis-cli):
+# split on blanks into words and never evaluated, so quotes, $ and ; in it are
+# plain characters.
+case $REDIS_CLI in *$'\n'*) fail "REDIS_CLI must be one line" ;; esac
+read -r -a CLI <<<"$REDIS_CLI"
+[ ${#CLI[@]} -gt 0 ] || CLI=(redis-cli)
+command -v "${CLI[0]}" >/dev/null 2>&1 || fail "${CLI[0]} not found (install redis-tools or set REDIS_CLI)"
+# What every redis-cli call gets after the command; never the password.
+CLI_ARGS=(-h "$HOST" -p "$PORT" -n "$DB")
+[ -n "$REDIS_USER" ] && CLI_ARGS+=(--user "$REDIS_USER")
+[ "$TLS" = 1 ] && CLI_ARGS+=(--tls)
+[ -n "$CACERT" ] && CLI_ARGS+=(--cacert "$CACERT")
+[ -n "$CERT" ] && CLI_ARGS+=(--cert "$CERT")
+[ -n "$KEY" ] && CLI_ARGS+=(--key "$KEY")
+CLI_ARGS+=(-e --raw)
 
 JSON_TOOL=${CONSISTENCY_JSON_TOOL:-}
 if [ -z "$JSON_TOOL" ]; then
@@ -242,10 +291,10 @@ flatten() {
     fi
 }
 
-# rcli ARGS...: redis-cli against the chosen server; the password travels in
-# REDISCLI_AUTH only.
+# rcli ARGS...: redis-cli against the chosen server (as --user, over --tls when
+# asked); the password travels in REDISCLI_AUTH only.
 rcli() {
-    local -a cmd=("$REDIS_CLI" -h "$HOST" -p "$PORT" -n "$DB" -e --raw)
+    local -a cmd=("${CLI[@]}" "${CLI_ARGS[@]}")
     if command -v timeout >/dev/null 2>&1; then
         cmd=(timeout "$TIMEOUT" "${cmd[@]}")
     fi
@@ -261,7 +310,7 @@ rcli() {
 call_json() {
     local name=$1 rc out err
     shift
-    debug "redis-cli -h $HOST -p $PORT -n $DB $*"
+    debug "${CLI[*]} ${CLI_ARGS[*]} $*"
     out="$WORK/$name.json"
     err="$WORK/$name.err"
     rcli "$@" >"$out" 2>"$err"

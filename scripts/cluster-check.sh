@@ -6,8 +6,12 @@
 #
 # Usage: scripts/cluster-check.sh [-h host] [-p port] [-a password] [--fix]
 #                                 [--dry-run] [--threshold N] [--rule NAME]...
-#                                 [--limit N] [--json]
-# The password may also come from REDISCLI_AUTH (never put it on a command line).
+#                                 [--limit N] [--json] [--user NAME]
+#                                 [--tls [--cacert FILE] [--cert FILE --key FILE]]
+# The password may also come from REDISCLI_AUTH (never put it on a command line);
+# --user logs in as that ACL user and needs it. REDIS_CLI: the redis-cli to run,
+# a path or a command with arguments split on blanks, never evaluated
+# (REDIS_CLI='docker exec -e REDISCLI_AUTH redis redis-cli').
 # Exit status: 0 consistent (or everything repaired), 1 drift remains, 2 errors.
 set -uo pipefail
 
@@ -18,8 +22,13 @@ dry_run=0
 json=0
 limit=100
 extra=()
+user=""
+tls=0
+cacert=""
+cert=""
+key=""
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { printf 'cluster-check: %s\n' "$*" >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
@@ -33,15 +42,33 @@ while [ $# -gt 0 ]; do
         --rule) extra+=(RULE "${2:?--rule needs a value}"); shift 2 ;;
         --limit) limit=${2:?--limit needs a value}; shift 2 ;;
         --json) json=1; shift ;;
+        --user) user=${2:?--user needs a value}; shift 2 ;;
+        --tls) tls=1; shift ;;
+        --cacert) cacert=${2:?--cacert needs a file}; shift 2 ;;
+        --cert) cert=${2:?--cert needs a file}; shift 2 ;;
+        --key) key=${2:?--key needs a file}; shift 2 ;;
         --help) usage; exit 0 ;;
         *) usage >&2; die "unknown option '$1'" ;;
     esac
 done
 case "$limit" in ''|*[!0-9]*) die "--limit must be a non-negative integer, got '$limit'" ;; esac
-command -v redis-cli >/dev/null || die "redis-cli not found"
+# redis-cli would skip AUTH and go on as the default user.
+[ -z "$user" ] || [ -n "${REDISCLI_AUTH:-}" ] || die "--user needs a password (-a or REDISCLI_AUTH)"
+[ "$tls" = 1 ] || [ -z "$cacert$cert$key" ] || die "--cacert, --cert and --key need --tls"
+case ${REDIS_CLI:-} in *$'\n'*) die "REDIS_CLI must be one line" ;; esac
+# Split on blanks into words, never evaluated: quotes, $ and ; are plain characters.
+read -r -a redis_cli <<<"${REDIS_CLI:-redis-cli}"
+[ ${#redis_cli[@]} -gt 0 ] || redis_cli=(redis-cli)
+command -v "${redis_cli[0]}" >/dev/null || die "${redis_cli[0]} not found"
 command -v python3 >/dev/null || die "python3 not found"
+cli_args=(--no-auth-warning)
+[ -n "$user" ] && cli_args+=(--user "$user")
+[ "$tls" = 1 ] && cli_args+=(--tls)
+[ -n "$cacert" ] && cli_args+=(--cacert "$cacert")
+[ -n "$cert" ] && cli_args+=(--cert "$cert")
+[ -n "$key" ] && cli_args+=(--key "$key")
 
-cli() { redis-cli --no-auth-warning -h "$1" -p "$2" "${@:3}"; }
+cli() { "${redis_cli[@]}" "${cli_args[@]}" -h "$1" -p "$2" "${@:3}"; }
 
 nodes=$(cli "$host" "$port" CLUSTER NODES 2>&1) || die "cannot reach $host:$port: $nodes"
 case "$nodes" in ERR*|NOAUTH*|WRONGPASS*|*"cluster support disabled"*) die "$host:$port: $nodes" ;; esac

@@ -10,11 +10,13 @@
 # See docs/OPERATIONS.md.
 #
 #   fix-user-cache.sh <id> [<id>...] [--dry-run] [--verbose]
-#                     [-h HOST] [-p PORT] [-a PASSWORD] [-n DB] ...
+#                     [-h HOST] [-p PORT] [-a PASSWORD] [-n DB]
+#                     [--user NAME] [--tls [--cacert FILE] [--cert FILE --key FILE]] ...
 #
 # Exit status: 0 cleared (or previewed with --dry-run), 1 some key could not be
 # cleared (changed meanwhile, or not on this node), 2 error (bad flags, Redis
-# unreachable, an ERR reply, unreadable output).
+# unreachable, an ERR reply, unreadable output, an id with no key cached and no
+# row in the database).
 #
 # Needs redis-cli and python3 (or jq when python3 is missing).
 
@@ -27,6 +29,11 @@ PORT=${REDIS_PORT:-6379}
 DB=${REDIS_DB:-0}
 PASSWORD=""
 REDIS_CLI=${REDIS_CLI:-redis-cli}
+REDIS_USER=""
+TLS=0
+CACERT=""
+CERT=""
+KEY=""
 TIMEOUT=120
 DRY_RUN=0
 VERBOSE=0
@@ -55,10 +62,24 @@ Options:
                      which keeps it out of 'ps' (either way it reaches redis-cli
                      only through REDISCLI_AUTH, never its command line)
   -n, --db N         Redis database number (default \$REDIS_DB or 0)
+  --user NAME        Redis ACL user to log in as (AUTH NAME <password>); needs
+                     the password, from -a or REDISCLI_AUTH
+  --tls              connect with TLS
+  --cacert FILE      with --tls: the CA certificate to verify the server with
+  --cert FILE        with --tls: a client certificate, for servers that ask for
+                     one (tls-auth-clients)
+  --key FILE         with --tls: the client certificate's private key
   --timeout SEC      give up after SEC seconds (default 120)
   --help             show this help
 
-Exit status: 0 cleared (or previewed), 1 a key could not be cleared, 2 error.
+Environment: REDIS_HOST, REDIS_PORT, REDIS_DB, REDISCLI_AUTH as above, and
+REDIS_CLI, the redis-cli to run: a path, or a command with arguments split on
+blanks (no quoting, nothing evaluated), e.g. to reach Redis in a container:
+  REDIS_CLI='docker exec -e REDISCLI_AUTH redis redis-cli'
+(-e REDISCLI_AUTH hands the password on into the container).
+
+Exit status: 0 cleared (or previewed), 1 a key could not be cleared, 2 error
+(among them an id with no key cached and no row in the database: a typo?).
 
 Examples:
   $PROG 4 --dry-run
@@ -115,6 +136,15 @@ while [ $# -gt 0 ]; do
         --password=*) PASSWORD=${1#*=}; shift ;;
         -n | --db) need_value "$1" $#; DB=$2; shift 2 ;;
         --db=*) DB=${1#*=}; shift ;;
+        --user) need_value "$1" $#; REDIS_USER=$2; shift 2 ;;
+        --user=*) REDIS_USER=${1#*=}; shift ;;
+        --tls) TLS=1; shift ;;
+        --cacert) need_value "$1" $#; CACERT=$2; shift 2 ;;
+        --cacert=*) CACERT=${1#*=}; shift ;;
+        --cert) need_value "$1" $#; CERT=$2; shift 2 ;;
+        --cert=*) CERT=${1#*=}; shift ;;
+        --key) need_value "$1" $#; KEY=$2; shift 2 ;;
+        --key=*) KEY=${1#*=}; shift ;;
         --timeout) need_value "$1" $#; TIMEOUT=$2; shift 2 ;;
         --timeout=*) TIMEOUT=${1#*=}; shift ;;
         --) shift; IDS+=("$@"); break ;;
@@ -135,12 +165,33 @@ if ! is_uint "$TIMEOUT" || [ "$TIMEOUT" -eq 0 ]; then
     bad_usage "--timeout must be a positive integer, got '$TIMEOUT'"
 fi
 [ -z "$HOST" ] && bad_usage "--host must not be empty"
+if [ -n "$REDIS_USER" ] && [ -z "$PASSWORD" ] && [ -z "${REDISCLI_AUTH:-}" ]; then
+    # redis-cli would skip AUTH and go on as the default user.
+    bad_usage "--user needs a password (-a or REDISCLI_AUTH)"
+fi
+if [ "$TLS" = 0 ] && [ -n "$CACERT$CERT$KEY" ]; then
+    bad_usage "--cacert, --cert and --key need --tls"
+fi
 
 # ---------------------------------------------------------------------------
 # Tools
 # ---------------------------------------------------------------------------
 
-command -v "$REDIS_CLI" >/dev/null 2>&1 || fail "redis-cli not found (install redis-tools or set REDIS_CLI)"
+# REDIS_CLI may be a command with arguments (docker exec redis redis-cli):
+# split on blanks into words and never evaluated, so quotes, $ and ; in it are
+# plain characters.
+case $REDIS_CLI in *$'\n'*) fail "REDIS_CLI must be one line" ;; esac
+read -r -a CLI <<<"$REDIS_CLI"
+[ ${#CLI[@]} -gt 0 ] || CLI=(redis-cli)
+command -v "${CLI[0]}" >/dev/null 2>&1 || fail "${CLI[0]} not found (install redis-tools or set REDIS_CLI)"
+# What every redis-cli call gets after the command; never the password.
+CLI_ARGS=(-h "$HOST" -p "$PORT" -n "$DB")
+[ -n "$REDIS_USER" ] && CLI_ARGS+=(--user "$REDIS_USER")
+[ "$TLS" = 1 ] && CLI_ARGS+=(--tls)
+[ -n "$CACERT" ] && CLI_ARGS+=(--cacert "$CACERT")
+[ -n "$CERT" ] && CLI_ARGS+=(--cert "$CERT")
+[ -n "$KEY" ] && CLI_ARGS+=(--key "$KEY")
+CLI_ARGS+=(-e --raw)
 
 JSON_TOOL=${CONSISTENCY_JSON_TOOL:-}
 if [ -z "$JSON_TOOL" ]; then
@@ -197,10 +248,31 @@ flatten() {
     fi
 }
 
-# rcli ARGS...: redis-cli against the chosen server; the password travels in
-# REDISCLI_AUTH only.
+# missing_ids FILE: the ids of a CHECK reply's "missing" entries (the truth has
+# them, the key is absent), one a line, control characters as "?" like flatten.
+PY_MISSING='
+import json, sys
+doc = json.loads(sys.stdin.read())
+for e in doc.get("entries") or []:
+    if e.get("status") == "missing":
+        print("".join("?" if ord(c) < 32 or ord(c) == 127 else c for c in str(e.get("id"))))
+'
+JQ_MISSING='
+(.entries // [])[] | select(.status == "missing") | .id | tostring
+  | explode | map(if . < 32 or . == 127 then 63 else . end) | implode
+'
+missing_ids() {
+    if [ "$JSON_TOOL" = python3 ]; then
+        python3 -c "$PY_MISSING" <"$1"
+    else
+        jq -r "$JQ_MISSING" <"$1"
+    fi
+}
+
+# rcli ARGS...: redis-cli against the chosen server (as --user, over --tls when
+# asked); the password travels in REDISCLI_AUTH only.
 rcli() {
-    local -a cmd=("$REDIS_CLI" -h "$HOST" -p "$PORT" -n "$DB" -e --raw)
+    local -a cmd=("${CLI[@]}" "${CLI_ARGS[@]}")
     if command -v timeout >/dev/null 2>&1; then
         cmd=(timeout "$TIMEOUT" "${cmd[@]}")
     fi
@@ -226,7 +298,7 @@ print_table() {
     rows+=("rule${US}key${US}cache${US}database${US}diff${US}action")
     while IFS="$US" read -r kind rule id key cached truth diff action; do
         [ "$kind" = E ] || continue
-        rows+=("$rule${US}$key${US}$(show "$cached" '(absent)')${US}$(show "$truth" '(no row)')${US}$(show "$diff")${US}$action")
+        rows+=("$rule${US}$key${US}$(show "$cached" '(absent)')${US}$(show "$truth" '(no value)')${US}$(show "$diff")${US}$action")
     done <"$1"
     for row in "${rows[@]}"; do
         IFS="$US" read -r -a cells <<<"$row"
@@ -283,7 +355,7 @@ if [ "$DRY_RUN" = 1 ]; then
 else
     info "step 2/3: clearing the Redis cache..."
 fi
-debug "redis-cli -h $HOST -p $PORT -n $DB ${fix_args[*]}"
+debug "${CLI[*]} ${CLI_ARGS[*]} ${fix_args[*]}"
 out="$WORK/fix.json"
 rcli "${fix_args[@]}" >"$out" 2>"$WORK/fix.err"
 rc=$?
@@ -325,9 +397,53 @@ echo
 info "step 3/3: database values"
 while IFS="$US" read -r kind rule id key _ truth_value _ _; do
     [ "$kind" = E ] || continue
-    printf '  id %s  %-20s %s\n' "$id" "$rule" "$(show "$truth_value" '(no row: unknown id)')"
+    # No value: no row, a NULL, or a presence rule (whose truth has none).
+    printf '  id %s  %-20s %s\n' "$id" "$rule" "$(show "$truth_value" '(no value)')"
 done <"$rec"
 echo
+
+# Ids nobody knows: FIX lists every selected rule's key of an id, so an id with
+# no key cached (and none on another node) and no truth value anywhere is
+# probably mistyped. A presence rule's truth has no value, so an id it knows
+# looks the same in FIX's reply: CHECK tells, as it reports that id's absent
+# key as missing (presence rules report missing keys unless set to ignore). A
+# truth row whose value is NULL also looks like no row. Only with the truth at
+# hand: without it nothing can be said.
+unknown=()
+if [ "$truth" = ok ]; then
+    mapfile -t candidates < <(awk -F "$US" '
+        $1 == "E" {
+            if (!($3 in known)) { known[$3] = 0; order[++n] = $3 }
+            if ($5 != "(nil)" || $6 != "(nil)" || $8 == "skipped_not_local") known[$3] = 1
+        }
+        END { for (i = 1; i <= n; i++) if (!known[order[i]]) print order[i] }' "$rec")
+    if [ ${#candidates[@]} -gt 0 ]; then
+        check_args=(CONSISTENCY.CHECK)
+        for id in "${candidates[@]}"; do check_args+=(ID "$id"); done
+        for r in ${RULES[@]+"${RULES[@]}"}; do check_args+=(RULE "$r"); done
+        # Entries of every candidate and rule, not the default first 100.
+        check_args+=(LIMIT 1000000 FORMAT json)
+        debug "${CLI[*]} ${CLI_ARGS[*]} ${check_args[*]}"
+        rcli "${check_args[@]}" >"$WORK/check.json" 2>"$WORK/check.err"
+        rc=$?
+        if [ $rc -ne 0 ] || [ "$(head -c 1 "$WORK/check.json")" != "{" ]; then
+            why=$(cat "$WORK/check.err" "$WORK/check.json" 2>/dev/null | grep -v '^$' | head -n 3 | tr '\n' ' ')
+            fail "CONSISTENCY.CHECK of the ids with nothing cached failed: ${why:-redis-cli exited with status $rc}"
+        fi
+        missing_ids "$WORK/check.json" >"$WORK/missing" ||
+            fail "cannot read the reply of CONSISTENCY.CHECK as JSON: $(head -c 200 "$WORK/check.json")"
+        for id in "${candidates[@]}"; do
+            grep -qxF -e "$id" "$WORK/missing" || unknown+=("$id")
+        done
+    fi
+fi
+for id in ${unknown[@]+"${unknown[@]}"}; do
+    warning "id $id: no key cached and no row in the database: is the id right?"
+done
+if [ ${#unknown[@]} -gt 0 ]; then
+    echo "Unknown id: ${unknown[*]}. Nothing was cleared for it."
+    exit 2
+fi
 
 if [ "$DRY_RUN" = 1 ]; then
     echo "Dry run complete: run without --dry-run to clear."

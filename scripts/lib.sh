@@ -222,6 +222,26 @@ ensure_test_tools() {
     apt_install "${missing[@]}" || warn "could not install ${missing[*]}"
 }
 
+# ensure_package_tools: what scripts/package.sh runs: dpkg-deb and dpkg
+# (package dpkg), dpkg-shlibdeps (dpkg-dev), strip (binutils), gzip and md5sum.
+# Installed like ensure_packages when root; otherwise it dies naming them, since
+# no package can be built without them.
+ensure_package_tools() {
+    local missing=() tool
+    command -v dpkg-deb >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1 || missing+=(dpkg)
+    command -v dpkg-shlibdeps >/dev/null 2>&1 || missing+=(dpkg-dev)
+    command -v strip >/dev/null 2>&1 || missing+=(binutils)
+    command -v gzip >/dev/null 2>&1 || missing+=(gzip)
+    command -v md5sum >/dev/null 2>&1 || missing+=(coreutils)
+    if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 &&
+        need_root_or_skip "installing ${missing[*]}"; then
+        apt_install "${missing[@]}"
+    fi
+    for tool in dpkg-deb dpkg dpkg-shlibdeps strip gzip md5sum; do
+        command -v "$tool" >/dev/null 2>&1 || die "$tool not found: install ${missing[*]} (Debian packages)"
+    done
+}
+
 # ensure_cargo: cargo, rustfmt and clippy on PATH (installing a stable toolchain
 # with rustup when there is none).
 ensure_cargo() {

@@ -1,7 +1,10 @@
 //! scripts/check-redis-consistency.sh and scripts/fix-user-cache.sh, the seed 000
 //! drop-in wrappers, run as an operator would (by path, through redis-cli) against
 //! the real module, redis-server and PostgreSQL: their flags, their output and
-//! their exit status (0 consistent or fixed, 1 drift remains, 2 error).
+//! their exit status (0 consistent or fixed, 1 drift remains, 2 error); how they
+//! run redis-cli (`REDIS_CLI` with arguments, never evaluated; `--user` as the
+//! README's ACL users; `--tls` and certificates against a real TLS port); and
+//! fix-user-cache.sh's warning for an id nobody knows.
 //!
 //! Run: `cargo test --release --features test-hooks --test wrappers`
 
@@ -210,6 +213,16 @@ fn scripts_are_executable_and_parse() {
             assert!(r.out.contains(flag), "{name} --help lacks {flag}: {r:?}");
         }
         assert!(r.out.contains("REDISCLI_AUTH"), "{r:?}");
+        for flag in [
+            "--user NAME",
+            "--tls",
+            "--cacert FILE",
+            "--cert FILE",
+            "--key FILE",
+            "REDIS_CLI",
+        ] {
+            assert!(r.out.contains(flag), "{name} --help lacks {flag}: {r:?}");
+        }
     }
     let r = run("check-redis-consistency.sh", &["--help"]);
     for flag in ["--threshold N", "--user-id ID", "--auto-fix", "--summary"] {
@@ -235,6 +248,18 @@ fn bad_flags_and_unreachable_redis_exit_2() {
     assert!(r.err.contains("--threshold"), "{r:?}");
     let r = run("fix-user-cache.sh", &["--dry-run"]);
     assert_eq!(r.code, 2, "no id: {r:?}");
+    for (name, id) in [
+        ("check-redis-consistency.sh", "--summary"),
+        ("fix-user-cache.sh", "4"),
+    ] {
+        // Without a password redis-cli would skip AUTH and act as the default user.
+        let r = run(name, &[id, "--user", "ops-ro"]);
+        assert_eq!(r.code, 2, "{r:?}");
+        assert!(r.err.contains("--user needs a password"), "{r:?}");
+        let r = run(name, &[id, "--cacert", "/etc/ssl/ca.pem"]);
+        assert_eq!(r.code, 2, "{r:?}");
+        assert!(r.err.contains("need --tls"), "{r:?}");
+    }
 
     // Nothing listens on this port.
     let closed = common::free_port().to_string();
@@ -542,6 +567,74 @@ fn fix_user_cache_clears_exactly_that_users_keys() {
     assert!(r.err.contains("unknown rule 'nope'"), "{r:?}");
 }
 
+#[test]
+fn fix_user_cache_warns_of_an_id_nobody_knows() {
+    let pg = TestPg::fresh();
+    ledger::create_schema(&pg);
+    ledger::load(&pg, USERS, 3, 17);
+    ledger::add_endpoint(&pg, "abc", true);
+    let rules = common::write_rules(&[common::weekly_rule_json(), common::presence_rule_json()]);
+    let redis = TestRedis::start_for(&pg, &rules, &[]);
+    let mut c = redis.conn();
+    ledger::fill_cache_weekly(&mut c, &pg);
+    let port = redis.port().to_string();
+    let fix = |ids: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec!["-h", "127.0.0.1", "-p", port.as_str()];
+        args.extend_from_slice(ids);
+        run_env("fix-user-cache.sh", &args, env)
+    };
+    let warned = |r: &Run, id: &str| {
+        r.out.contains(&format!(
+            "id {id}: no key cached and no row in the database: is the id right?"
+        ))
+    };
+    let before = digest(&mut c);
+
+    // No key and no truth row under any rule: a warning and status 2, in a dry
+    // run too, and nothing changes.
+    for args in [vec!["99999"], vec!["99999", "--dry-run"]] {
+        let r = fix(&args, &[]);
+        assert_eq!(r.code, 2, "{r:?}");
+        assert!(warned(&r, "99999"), "{r:?}");
+        assert!(r.out.contains("Unknown id: 99999."), "{r:?}");
+        assert!(!r.out.contains("Fixed"), "{r:?}");
+    }
+    assert_eq!(digest(&mut c), before);
+
+    // Known ids with nothing cached are no typo: an endpoint the presence rule's
+    // truth has (its state key is missing; FIX's reply cannot tell, CHECK can),
+    // and a user whose cache is empty.
+    let _: () = redis::cmd("DEL")
+        .arg("user:5:cost_weekly")
+        .query(&mut c)
+        .unwrap();
+    for tool in ["python3", "jq"] {
+        let env = [("CONSISTENCY_JSON_TOOL", tool)];
+        let r = fix(&["abc", "5"], &env);
+        assert_eq!(r.code, 0, "{tool}: {r:?}");
+        assert!(!r.out.contains("is the id right?"), "{tool}: {r:?}");
+        let r = fix(&["99999", "abc"], &env);
+        assert_eq!(r.code, 2, "{tool}: {r:?}");
+        assert!(warned(&r, "99999") && !warned(&r, "abc"), "{tool}: {r:?}");
+    }
+
+    // A known id is still cleared next to an unknown one.
+    let r = fix(&["4", "424242"], &[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(warned(&r, "424242") && !warned(&r, "4"), "{r:?}");
+    assert!(
+        line_with(&r.out, "user:4:cost_weekly")
+            .trim_end()
+            .ends_with("deleted"),
+        "{r:?}"
+    );
+    let n: i64 = redis::cmd("EXISTS")
+        .arg("user:4:cost_weekly")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
 // ---------------------------------------------------------------------------
 // Passwords
 // ---------------------------------------------------------------------------
@@ -626,6 +719,351 @@ fn password_comes_from_rediscli_auth_or_a_flag_and_never_reaches_argv() {
         .arg("")
         .query(&mut admin)
         .unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// How redis-cli is run: REDIS_CLI with arguments, --user, --tls
+// ---------------------------------------------------------------------------
+
+/// An executable shell script `name` in `dir`.
+fn write_script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A redis-cli stand-in taking arguments of its own, as `docker exec redis
+/// redis-cli` does: `<recorder> <tag> <command>...` appends `tag=[<tag>]` and its
+/// arguments, each in brackets, as one line of `record`; then runs the command
+/// after the tag (none: it fails, as an unreachable server would).
+fn recorder(dir: &Path, record: &Path) -> PathBuf {
+    write_script(
+        dir,
+        "recorder",
+        &format!(
+            "tag=$1; shift\n\
+             {{ printf 'tag=[%s]' \"$tag\"; for a in \"$@\"; do printf ' [%s]' \"$a\"; done; echo; }} >> '{}'\n\
+             [ \"$1\" = none ] && exit 1\n\
+             exec \"$@\"\n",
+            record.display()
+        ),
+    )
+}
+
+#[test]
+fn redis_cli_may_be_a_command_with_arguments_never_evaluated() {
+    let e = env();
+    let mut c = e.redis.conn();
+    e.drift_weekly(&mut c, 4, 45.1);
+    let dir = common::temp_dir("cli-words");
+    let record = dir.join("calls");
+    let rec = recorder(&dir, &record);
+    // A word that runs a command if anything evaluates it.
+    let pwned = dir.join("pwned");
+    let tag = format!("$(touch${{IFS}}{})", pwned.display());
+    let cli = format!("  {} {tag}   redis-cli ", rec.display());
+    let with_cli = [("REDIS_CLI", cli.as_str())];
+
+    let r = run_env("check-redis-consistency.sh", &e.args(&[]), &with_cli);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.out.contains("user:4:cost_weekly"), "{r:?}");
+    let r = run_env("fix-user-cache.sh", &e.args(&["4"]), &with_cli);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.out.contains("cache cleared (3 keys"), "{r:?}");
+    assert_eq!(drifted(&mut c), 0);
+    assert!(!pwned.exists(), "REDIS_CLI was evaluated");
+    let calls = std::fs::read_to_string(&record).unwrap();
+    assert!(calls.lines().count() >= 4, "{calls}");
+    for line in calls.lines() {
+        let want = format!(
+            "tag=[{tag}] [redis-cli] [-h] [127.0.0.1] [-p] [{}] ",
+            e.port
+        );
+        assert!(line.starts_with(&want), "{line}");
+    }
+
+    // The usual form: a command and its arguments, here `env redis-cli`.
+    let r = run_env(
+        "check-redis-consistency.sh",
+        &e.args(&["--summary"]),
+        &[("REDIS_CLI", "env redis-cli")],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // A first word that is no command: an error naming it.
+    let r = run_env(
+        "fix-user-cache.sh",
+        &e.args(&["4"]),
+        &[("REDIS_CLI", "no-such-cli-here redis-cli")],
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.err.contains("no-such-cli-here not found"), "{r:?}");
+}
+
+#[test]
+fn user_and_tls_flags_reach_redis_cli_in_order_for_every_wrapper() {
+    // A recorder that runs nothing: what each wrapper hands redis-cli, whatever
+    // TLS support this machine's redis has.
+    let dir = common::temp_dir("cli-flags");
+    let record = dir.join("calls");
+    let rec = recorder(&dir, &record);
+    let cli = format!("{} none", rec.display());
+    let env = [("REDIS_CLI", cli.as_str()), ("REDISCLI_AUTH", "pw")];
+    let flags = [
+        "--user",
+        "ops fix",
+        "--tls",
+        "--cacert",
+        "/etc/ssl/my ca.pem",
+        "--cert",
+        "c.pem",
+        "--key",
+        "k.pem",
+    ];
+    let want = "[--user] [ops fix] [--tls] [--cacert] [/etc/ssl/my ca.pem] [--cert] [c.pem] [--key] [k.pem]";
+    for (name, first) in [
+        ("check-redis-consistency.sh", vec![]),
+        ("fix-user-cache.sh", vec!["4"]),
+        ("cluster-check.sh", vec![]),
+    ] {
+        let _ = std::fs::remove_file(&record);
+        let mut args = first.clone();
+        args.extend_from_slice(&["-p", "7001"]);
+        args.extend_from_slice(&flags);
+        let r = run_env(name, &args, &env);
+        assert_eq!(r.code, 2, "the recorder fails like a dead server: {r:?}");
+        let calls = std::fs::read_to_string(&record).unwrap_or_default();
+        let line = calls
+            .lines()
+            .next()
+            .unwrap_or_else(|| panic!("{name} ran no redis-cli: {r:?}"));
+        assert!(line.starts_with("tag=[none] "), "{line}");
+        assert!(line.contains(want), "{name}: {line}");
+        assert!(
+            !line.contains("pw"),
+            "the password stays in REDISCLI_AUTH: {line}"
+        );
+    }
+}
+
+#[test]
+fn acl_users_from_the_readme_log_in_with_user() {
+    let e = env();
+    let mut c = e.redis.conn();
+    e.drift_weekly(&mut c, 4, 45.1);
+    // The README's read-only and repairing operators, as written there.
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    for user in ["ops-ro", "ops-fix"] {
+        let prefix = format!("ACL SETUSER {user} ");
+        let line = readme
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("README.md has no `{prefix}...` line"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        common::call_ok(&mut c, &words);
+    }
+    let auth = [("REDISCLI_AUTH", "s3cret")];
+    let before = digest(&mut c);
+
+    // ops-ro may check but not repair: proof that the wrapper logged in as it.
+    let r = run_env(
+        "check-redis-consistency.sh",
+        &e.args(&["--user", "ops-ro"]),
+        &auth,
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.out.contains("user:4:cost_weekly"), "{r:?}");
+    let r = run_env(
+        "check-redis-consistency.sh",
+        &e.args(&["--user", "ops-ro", "--auto-fix"]),
+        &auth,
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.err.contains("NOPERM"), "{r:?}");
+    let r = run(
+        "fix-user-cache.sh",
+        &e.args(&["4", "--user", "ops-ro", "-a", "s3cret"]),
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.err.contains("NOPERM"), "{r:?}");
+    assert_eq!(digest(&mut c), before, "ops-ro changed nothing");
+
+    // A wrong password is an error, not a silent fall-back to the default user.
+    let r = run_env(
+        "fix-user-cache.sh",
+        &e.args(&["4", "--user", "ops-fix"]),
+        &[("REDISCLI_AUTH", "wrong")],
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.err.contains("WRONGPASS"), "{r:?}");
+    assert_eq!(digest(&mut c), before);
+
+    // ops-fix repairs.
+    let r = run(
+        "fix-user-cache.sh",
+        &e.args(&["4", "--user", "ops-fix", "-a", "s3cret"]),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.out.contains("cache cleared (3 keys"), "{r:?}");
+    e.drift_weekly(&mut c, 6, 30.0);
+    let r = run_env(
+        "check-redis-consistency.sh",
+        &e.args(&["--user", "ops-fix", "--auto-fix"]),
+        &auth,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(drifted(&mut c), 0);
+}
+
+/// Runs `openssl args` in `dir`; false when openssl is missing or fails.
+fn openssl(dir: &Path, args: &[&str]) -> bool {
+    Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, all in
+/// `dir`; false when openssl cannot make them.
+fn make_certs(dir: &Path) -> bool {
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let days = ["-days", "2"];
+    let mut ok = openssl(
+        dir,
+        &[
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-subj",
+                "/CN=wrappers test CA",
+            ][..],
+            &days[..],
+        ]
+        .concat(),
+    );
+    for (who, ext) in [("server", true), ("client", false)] {
+        let key = format!("{who}.key");
+        let csr = format!("{who}.csr");
+        let crt = format!("{who}.crt");
+        ok = ok
+            && openssl(
+                dir,
+                &[
+                    "req",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &csr,
+                    "-subj",
+                    &format!("/CN={who}"),
+                ],
+            );
+        let mut sign = vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+        ];
+        sign.extend_from_slice(&days);
+        if ext {
+            sign.extend_from_slice(&["-extfile", "server.ext"]);
+        }
+        ok = ok && openssl(dir, &sign);
+    }
+    ok
+}
+
+#[test]
+fn tls_flags_connect_to_a_tls_port() {
+    let e = env();
+    let mut c = e.redis.conn();
+    e.drift_weekly(&mut c, 4, 45.1);
+    let dir = common::temp_dir("tls");
+    if !make_certs(&dir) {
+        eprintln!("SKIPPED tls_flags_connect_to_a_tls_port: openssl cannot make certificates");
+        return;
+    }
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let tls_port = common::free_port().to_string();
+    // Debian builds redis-server with TLS; a build without it refuses these.
+    let set = common::call(
+        &mut c,
+        &[
+            "CONFIG",
+            "SET",
+            "tls-cert-file",
+            &file("server.crt"),
+            "tls-key-file",
+            &file("server.key"),
+            "tls-ca-cert-file",
+            &file("ca.crt"),
+            "tls-port",
+            &tls_port,
+        ],
+    );
+    if let Err(err) = set {
+        eprintln!("SKIPPED tls_flags_connect_to_a_tls_port: this redis-server has no TLS ({err})");
+        return;
+    }
+    let (ca, cert, key) = (file("ca.crt"), file("client.crt"), file("client.key"));
+    let tls = vec![
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &tls_port,
+        "--tls",
+        "--cacert",
+        &ca,
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+    ];
+    let r = run("check-redis-consistency.sh", &tls);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.out.contains("user:4:cost_weekly"), "{r:?}");
+    let mut fix = tls.clone();
+    fix.push("4");
+    let r = run("fix-user-cache.sh", &fix);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.out.contains("cache cleared (3 keys"), "{r:?}");
+    assert_eq!(drifted(&mut c), 0);
+
+    // The TLS port speaks nothing else, and the server asks for a client
+    // certificate (tls-auth-clients yes, the default).
+    let r = run(
+        "check-redis-consistency.sh",
+        &["-h", "127.0.0.1", "-p", &tls_port],
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    let r = run(
+        "check-redis-consistency.sh",
+        &["-h", "127.0.0.1", "-p", &tls_port, "--tls", "--cacert", &ca],
+    );
+    assert_eq!(r.code, 2, "no client certificate: {r:?}");
 }
 
 // ---------------------------------------------------------------------------

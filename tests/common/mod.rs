@@ -18,7 +18,7 @@
 pub mod ledger;
 mod reply;
 
-// Not every test binary reads replies (install_checks uses only temp_dir).
+// Not every test binary reads replies.
 #[allow(unused_imports)]
 pub use reply::*;
 
@@ -674,6 +674,7 @@ pub struct TestRedis {
     watchdog: Option<Child>,
     port: u16,
     dir: PathBuf,
+    log: PathBuf,
 }
 
 impl TestRedis {
@@ -763,72 +764,103 @@ impl TestRedis {
             fs::File::create(&conf_path)
                 .and_then(|mut f| f.write_all(conf.as_bytes()))
                 .expect("write redis.conf");
-            let out = fs::File::create(dir.join("stdout.log")).expect("stdout.log");
-            let child = Command::new(&server)
-                .arg(&conf_path)
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().expect("dup"))
-                .stderr(out)
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("cannot run {server}: {e} (install redis-server or set REDIS_SERVER)")
-                });
-            let me = std::process::id();
-            let watchdog = Command::new("sh")
-                .arg("-c")
-                .arg(format!(
-                    "while kill -0 {me} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-                     kill -0 {me} 2>/dev/null || {{ kill -9 {pid} 2>/dev/null; rm -rf '{dir}'; }}",
-                    pid = child.id(),
-                    dir = dir.display()
-                ))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .ok();
-            let mut redis = TestRedis {
-                child,
-                watchdog,
-                port,
-                dir,
-            };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let mut exited = None;
-            while Instant::now() < deadline {
-                if let Ok(Some(st)) = redis.child.try_wait() {
-                    exited = Some(st);
-                    break;
-                }
-                if redis.ping() {
-                    return redis;
-                }
-                thread::sleep(Duration::from_millis(25));
+            let log = dir.join("redis.log");
+            match Self::launch(&server, &conf_path, port, dir, log) {
+                Ok(redis) => return redis,
+                Err((in_use, _)) if in_use && attempt < 4 => continue,
+                Err((_, msg)) => panic!("{msg}"),
             }
-            if exited.is_none() {
-                let _ = redis.child.kill();
-                let _ = redis.child.wait();
-            }
-            let log = redis.log();
-            let stdout = fs::read_to_string(redis.dir.join("stdout.log")).unwrap_or_default();
-            let in_use =
-                log.contains("Address already in use") || stdout.contains("Address already in use");
-            let msg = format!(
-                "redis-server on port {port} did not answer PING within 10 s ({}).\n\
-                 --- redis.conf ---\n{conf}--- stdout/stderr ---\n{}\n--- redis.log (tail) ---\n{}",
-                match exited {
-                    Some(st) => format!("exited: {st}"),
-                    None => "still starting; killed".to_string(),
-                },
-                stdout.trim_end(),
-                tail_of(&redis.dir.join("redis.log"), 40)
-            );
-            drop(redis);
-            if in_use && attempt < 4 {
-                continue;
-            }
-            panic!("{msg}");
         }
+    }
+
+    /// Start `server` on a redis.conf the caller wrote (e.g. laid out like a
+    /// distribution's), which must make it listen on 127.0.0.1:`port` and log to
+    /// `log`. `dir` (its working files) is removed when it stops.
+    pub fn start_conf(server: &Path, conf: &Path, port: u16, dir: &Path, log: &Path) -> TestRedis {
+        Self::launch(
+            &server.display().to_string(),
+            conf,
+            port,
+            dir.to_path_buf(),
+            log.to_path_buf(),
+        )
+        .unwrap_or_else(|(_, msg)| panic!("{msg}"))
+    }
+
+    /// Run `server conf` with a watchdog that kills it if the test process dies,
+    /// and wait up to 10 s for PING. On failure: whether the port was taken, and
+    /// what to show (the config, the output, the log).
+    fn launch(
+        server: &str,
+        conf_path: &Path,
+        port: u16,
+        dir: PathBuf,
+        log: PathBuf,
+    ) -> Result<TestRedis, (bool, String)> {
+        let out = fs::File::create(dir.join("stdout.log")).expect("stdout.log");
+        let child = Command::new(server)
+            .arg(conf_path)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {server}: {e} (install redis-server or set REDIS_SERVER)")
+            });
+        let me = std::process::id();
+        let watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "while kill -0 {me} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+                 kill -0 {me} 2>/dev/null || {{ kill -9 {pid} 2>/dev/null; rm -rf '{dir}'; }}",
+                pid = child.id(),
+                dir = dir.display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok();
+        let mut redis = TestRedis {
+            child,
+            watchdog,
+            port,
+            dir,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut exited = None;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = redis.child.try_wait() {
+                exited = Some(st);
+                break;
+            }
+            if redis.ping() {
+                return Ok(redis);
+            }
+            thread::sleep(Duration::from_millis(25));
+        }
+        if exited.is_none() {
+            let _ = redis.child.kill();
+            let _ = redis.child.wait();
+        }
+        let log = redis.log();
+        let stdout = fs::read_to_string(redis.dir.join("stdout.log")).unwrap_or_default();
+        let in_use =
+            log.contains("Address already in use") || stdout.contains("Address already in use");
+        let conf = fs::read_to_string(conf_path).unwrap_or_default();
+        let msg = format!(
+            "redis-server on port {port} did not answer PING within 10 s ({}).\n\
+             --- redis.conf ---\n{conf}--- stdout/stderr ---\n{}\n--- redis.log (tail) ---\n{}",
+            match exited {
+                Some(st) => format!("exited: {st}"),
+                None => "still starting; killed".to_string(),
+            },
+            stdout.trim_end(),
+            tail_of(&redis.log, 40)
+        );
+        drop(redis);
+        Err((in_use, msg))
     }
 
     fn ping(&self) -> bool {
@@ -887,7 +919,7 @@ impl TestRedis {
 
     /// Contents of redis.log.
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+        fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Wait until redis.log contains `needle`.
@@ -930,7 +962,7 @@ impl Drop for TestRedis {
             eprintln!(
                 "--- redis.log of port {} (tail) ---\n{}\n---",
                 self.port,
-                tail_of(&self.dir.join("redis.log"), 60)
+                tail_of(&self.log, 60)
             );
         }
         if let Ok(None) = self.child.try_wait() {
