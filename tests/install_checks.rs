@@ -246,6 +246,7 @@ fn debian_package_installs_a_module_debians_redis_server_loads() {
         "usr/share/doc/redis-consistency/LICENSE-MIT",
         "usr/share/doc/redis-consistency/OPERATIONS.md.gz",
         "usr/share/doc/redis-consistency/README.md.gz",
+        "usr/share/doc/redis-consistency/REFERENCE.md.gz",
         "usr/share/doc/redis-consistency/changelog.Debian.gz",
         "usr/share/doc/redis-consistency/copyright",
         "usr/share/doc/redis-consistency/examples/rules.example.json",

@@ -3,7 +3,7 @@
 //! the real module, redis-server and PostgreSQL: their flags, their output and
 //! their exit status (0 consistent or fixed, 1 drift remains, 2 error); how they
 //! run redis-cli (`REDIS_CLI` with arguments, never evaluated; `--user` as the
-//! README's ACL users; `--tls` and certificates against a real TLS port); and
+//! documented ACL users (docs/REFERENCE.md); `--tls` and certificates against a real TLS port); and
 //! fix-user-cache.sh's warning for an id nobody knows.
 //!
 //! Run: `cargo test --release --features test-hooks --test wrappers`
@@ -852,16 +852,10 @@ fn acl_users_from_the_readme_log_in_with_user() {
     let e = env();
     let mut c = e.redis.conn();
     e.drift_weekly(&mut c, 4, 45.1);
-    // The README's read-only and repairing operators, as written there.
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    // The documented read-only and repairing operators, as written there.
     for user in ["ops-ro", "ops-fix"] {
-        let prefix = format!("ACL SETUSER {user} ");
-        let line = readme
-            .lines()
-            .find(|l| l.starts_with(&prefix))
-            .unwrap_or_else(|| panic!("README.md has no `{prefix}...` line"));
-        let words: Vec<&str> = line.split_whitespace().collect();
+        let words = common::documented_acl_line(user);
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
         common::call_ok(&mut c, &words);
     }
     let auth = [("REDISCLI_AUTH", "s3cret")];

@@ -1103,3 +1103,16 @@ pub fn wait_linked(replica: &TestRedis) {
         replica.info("replication")
     );
 }
+
+/// The `ACL SETUSER <user> ...` line of docs/REFERENCE.md's access control
+/// section, as words: tests run the documented users as written.
+pub fn documented_acl_line(user: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/REFERENCE.md");
+    let text = fs::read_to_string(&path).expect("read docs/REFERENCE.md");
+    let prefix = format!("ACL SETUSER {user} ");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("docs/REFERENCE.md has no `{prefix}...` line"));
+    line.split_whitespace().map(str::to_string).collect()
+}
