@@ -11,8 +11,8 @@
 //! in that time.) The twin with verify-rounds 1 must report writer keys, which
 //! shows the writers do cause false drift and the first test could fail.
 
-mod check_support;
-mod common;
+use crate::check_support;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

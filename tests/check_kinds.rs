@@ -4,8 +4,8 @@
 //! selected db, ids with glob characters or bytes that are not UTF-8, and reads
 //! that leave LRU/LFU and encodings alone.
 
-mod check_support;
-mod common;
+use crate::check_support;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::thread;

@@ -4,8 +4,8 @@
 //!
 //! Its own test binary, so that no other test competes for the CPU meanwhile.
 
-mod check_support;
-mod common;
+use crate::check_support;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

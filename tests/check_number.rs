@@ -2,8 +2,8 @@
 //! can report, the exact reply shape documented in the README in RESP2, RESP3 and
 //! `FORMAT json`, and the exact set of reported keys.
 
-mod check_support;
-mod common;
+use crate::check_support;
+use crate::common;
 
 use check_support::{as_json_shown, check, check_json, num, truth_map, Entry, Proto, Report};
 use common::{ledger, TestPg, TestRedis};

@@ -1,8 +1,8 @@
 //! CONSISTENCY.CHECK options: bad input answered at once with a precise `ERR`,
 //! LIMIT, THRESHOLD, ID and RULE, and a module started without usable rules.
 
-mod check_support;
-mod common;
+use crate::check_support;
+use crate::common;
 
 use check_support::{check, check_json, num, truth_map, Entry, Proto};
 use common::{call_err, ledger, TestPg, TestRedis};

@@ -2,8 +2,8 @@
 //! unavailable: ...`, Redis serving other clients meanwhile, STATUS showing the
 //! outage, and the password in pg-url shown nowhere.
 
-mod check_support;
-mod common;
+use crate::check_support;
+use crate::common;
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};

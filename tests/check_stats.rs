@@ -1,8 +1,8 @@
 //! What a check leaves behind and the commands around it: STATUS `last_check`,
 //! the `INFO consistency` counters, CONSISTENCY.RULES and CONSISTENCY.RELOAD.
 
-mod check_support;
-mod common;
+use crate::check_support;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};

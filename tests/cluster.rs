@@ -2,7 +2,7 @@
 //! merged report of scripts/cluster-check.sh must equal a single node's report on
 //! the same data, and FIX ALL must repair every shard.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

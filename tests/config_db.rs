@@ -2,9 +2,9 @@
 //! is refused on CONFIG SET and at load (scheduled runs would otherwise select
 //! nothing and check and repair db 0).
 //!
-//! Run: `cargo test --release --features test-hooks --test config_db`
+//! Run: `cargo test --release --features test-hooks --test integration config_db::`
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -4,9 +4,9 @@
 //! nothing), and a truth that returns an id twice fails CHECK and FIX with an
 //! error naming the rule and the id, repairing nothing.
 //!
-//! Run: `cargo test --release --features redis-consistency/test-hooks --test exact_numbers`
+//! Run: `cargo test --release --features redis-consistency/test-hooks --test integration exact_numbers::`
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -10,9 +10,9 @@
 //! `apt-get install -y prometheus-redis-exporter` when running as root; when none
 //! of that works the end-to-end test says so and is skipped.
 //!
-//! Run: `cargo test --release --features test-hooks --test exporter`
+//! Run: `cargo test --release --features test-hooks --test integration exporter::`
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

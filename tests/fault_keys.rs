@@ -9,11 +9,11 @@
 //!   `user:*:cost_weekly` only, PURGE RULE of a template with glob characters
 //!   only that template's keys.
 //!
-//! Run: `cargo test --release --features test-hooks --test fault_keys`
+//! Run: `cargo test --release --features test-hooks --test integration fault_keys::`
 
-mod check_support;
-mod common;
-mod fault_support;
+use crate::check_support;
+use crate::common;
+use crate::fault_support;
 
 use std::collections::BTreeMap;
 use std::time::Instant;

@@ -7,10 +7,10 @@
 //! - SHUTDOWN NOSAVE with jobs in flight: a clean exit (status 0, no crash lines);
 //! - a panic forced inside a job: an ERR answer, every lane at full strength.
 //!
-//! Run: `cargo test --release --features test-hooks --test fault_lanes`
+//! Run: `cargo test --release --features test-hooks --test integration fault_lanes::`
 
-mod common;
-mod fault_support;
+use crate::common;
+use crate::fault_support;
 
 use std::thread;
 use std::time::{Duration, Instant};

@@ -13,10 +13,10 @@
 //!   shown in a reply, INFO or the log.
 //!
 //! PostgreSQL clusters that get stopped are the tests' own (`OwnPg`), never the
-//! system one. Run: `cargo test --release --features test-hooks --test fault_pg`
+//! system one. Run: `cargo test --release --features test-hooks --test integration fault_pg::`
 
-mod common;
-mod fault_support;
+use crate::common;
+use crate::fault_support;
 
 use std::thread;
 use std::time::{Duration, Instant};

@@ -4,9 +4,9 @@
 //! get), DRYRUN, PostgreSQL down, the audit stream and log, presence events, and
 //! bad input. Every expectation is computed from what the test injected.
 //!
-//! Run: `cargo test --release --features test-hooks --test fix`
+//! Run: `cargo test --release --features test-hooks --test integration fix::`
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::thread;

@@ -41,10 +41,10 @@
 //! hostile pass prints it in every failure with the call); `FUZZ_CALLS` scales
 //! the number of calls (the hostile pass makes a quarter as many).
 //!
-//! Run: `cargo test --release --features test-hooks --test fuzz`
+//! Run: `cargo test --release --features test-hooks --test integration fuzz::`
 
-mod common;
-mod fault_support;
+use crate::common;
+use crate::fault_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -2,7 +2,7 @@
 //! the seed 000 ledger, redis-server with the module loaded, reply readers. None of
 //! these use the module's commands.
 
-mod common;
+use crate::common;
 
 use common::{ledger, TestPg, TestRedis};
 use redis::Value;

@@ -10,7 +10,7 @@
 //!   and Debian's redis-server loading the module through the packaged conf
 //!   snippet from a Debian-style redis.conf, all in a temporary root.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -6,9 +6,9 @@
 //! delete every `u:N:w` as an orphan of the first rule (id `N:w`), and the
 //! presence rule deleted application keys such as `mcp:connection:state:abc:lock`.
 //!
-//! Run: `cargo test --release --features test-hooks --test key_templates`
+//! Run: `cargo test --release --features test-hooks --test integration key_templates::`
 
-mod common;
+use crate::common;
 
 use common::{as_i64, call_err, call_ok, field, ledger, TestPg, TestRedis};
 use serde_json::json;

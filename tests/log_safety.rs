@@ -9,9 +9,9 @@
 //! redis-server; now the server must answer PING afterwards and its log must hold
 //! the literal text.
 //!
-//! Run: `cargo test --release --features test-hooks --test log_safety`
+//! Run: `cargo test --release --features test-hooks --test integration log_safety::`
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,9 +3,9 @@
 //! fix_ids_for_rule and drifted_ids. Every expectation is computed from the
 //! truth and from what the test injected.
 //!
-//! Run: `cargo test --release --features test-hooks --test lua_scripts`
+//! Run: `cargo test --release --features test-hooks --test integration lua_scripts::`
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -2,9 +2,9 @@
 //! PURGE with a LIMIT run synchronously; anything larger is refused with
 //! `ERR too large for a script or MULTI: ...`, and a refusal changes nothing.
 //!
-//! Run: `cargo test --release --features test-hooks --test multi`
+//! Run: `cargo test --release --features test-hooks --test integration multi::`
 
-mod common;
+use crate::common;
 
 use common::{ledger, TestPg, TestRedis};
 use redis::{Connection, Value};

@@ -10,10 +10,10 @@
 //! - The deadline, CLIENT UNBLOCK and a disconnect answer the client early; no repair may
 //!   happen after that (it used to run seconds later and delete every key).
 //!
-//! Run: `cargo test --release --features test-hooks --test paused_writes`
+//! Run: `cargo test --release --features test-hooks --test integration paused_writes::`
 
-mod common;
-mod fault_support;
+use crate::common;
+use crate::fault_support;
 
 use std::thread;
 use std::time::{Duration, Instant};

@@ -2,9 +2,9 @@
 //! Redis answering, PURGE RULE, LIMIT, DRYRUN, glob semantics equal to Redis's
 //! own SCAN MATCH, and PURGE while PostgreSQL is down or the truth lane is busy.
 //!
-//! Run: `cargo test --release --features test-hooks --test purge`
+//! Run: `cargo test --release --features test-hooks --test integration purge::`
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

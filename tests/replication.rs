@@ -3,9 +3,9 @@
 //! FIX of ids (delete, SET KEEPTTL, HSET), FIX ALL, PURGE and the audit stream.
 //! And the module never writes on a replica.
 //!
-//! Run: `cargo test --release --features test-hooks --test replication`
+//! Run: `cargo test --release --features test-hooks --test integration replication::`
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

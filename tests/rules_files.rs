@@ -10,10 +10,10 @@
 //! Tests run as root, for whom chmod 000 does not stop a read: an unreadable file
 //! is a missing file or a directory here.
 //!
-//! Run: `cargo test --release --features test-hooks --test rules_files`
+//! Run: `cargo test --release --features test-hooks --test integration rules_files::`
 
-mod common;
-mod fault_support;
+use crate::common;
+use crate::fault_support;
 
 use std::path::Path;
 

@@ -1,6 +1,6 @@
 //! Scheduled checks: the timer inside Redis that replaces the hourly cron job.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

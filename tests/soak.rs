@@ -3,10 +3,10 @@
 //! than 10% by the thousandth; every check answers the same report; counters add
 //! up. The keyspace is small (a few hundred keys) so the run takes seconds.
 //!
-//! Run: `cargo test --release --features test-hooks --test soak`
+//! Run: `cargo test --release --features test-hooks --test integration soak::`
 
-mod common;
-mod fault_support;
+use crate::common;
+use crate::fault_support;
 
 use std::time::{Duration, Instant};
 

@@ -6,9 +6,9 @@
 //! documented ACL users (docs/REFERENCE.md); `--tls` and certificates against a real TLS port); and
 //! fix-user-cache.sh's warning for an id nobody knows.
 //!
-//! Run: `cargo test --release --features test-hooks --test wrappers`
+//! Run: `cargo test --release --features test-hooks --test integration wrappers::`
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
