@@ -8,7 +8,7 @@ use redis_module::configuration::{ConfigurationContext, ConfigurationValue};
 use redis_module::{RedisError, RedisString};
 
 use consistency_bridge::{
-    read_password_file, BridgeError, Lane, PgPool, PgSettings, SslFiles, TruthQuery, TruthShape,
+    read_password_file, BridgeError, Lane, PgPool, PgSettings, TruthQuery, TruthShape,
 };
 
 use crate::config;
@@ -109,7 +109,7 @@ pub fn pg_settings() -> Result<PgSettings, BridgeError> {
         // Read at each new connection by the bridge, so a rotated file is used.
         password_file: Some(file).filter(|f| !f.is_empty()),
         password: std::env::var("PGPASSWORD").ok(),
-        ssl_files: SslFiles::default(),
+        ssl_files: config::pg_ssl_files(),
         connect_timeout: config::connect_timeout(),
         statement_timeout: config::statement_timeout(),
         pool_size: config::pool_size().max(1),

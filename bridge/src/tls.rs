@@ -513,7 +513,7 @@ impl TlsError {
                 },
                 CertificateError::NotValidForNameContext { presented, .. } => TlsError::WrongHost {
                     host: host.to_string(),
-                    names: presented.clone(),
+                    names: presented.iter().filter_map(|n| plain_name(n)).collect(),
                 },
                 CertificateError::NotValidForName => TlsError::WrongHost {
                     host: host.to_string(),
@@ -531,6 +531,21 @@ impl TlsError {
             other => TlsError::Handshake(other.to_string()),
         }
     }
+}
+
+/// A certificate's name as webpki lists it (`DnsName("db")`,
+/// `IpAddress(10.0.0.1)`) shown plainly; other kinds of names are left out.
+fn plain_name(listed: &str) -> Option<String> {
+    if let Some(dns) = listed
+        .strip_prefix("DnsName(\"")
+        .and_then(|r| r.strip_suffix("\")"))
+    {
+        return Some(dns.to_string());
+    }
+    listed
+        .strip_prefix("IpAddress(")
+        .and_then(|r| r.strip_suffix(')'))
+        .map(str::to_string)
 }
 
 /// The driver's TLS factory: one per connection attempt.
@@ -721,6 +736,21 @@ mod tests {
                 key: None,
             }
         );
+    }
+
+    #[test]
+    fn certificate_names_are_shown_plainly() {
+        assert_eq!(
+            plain_name("DnsName(\"db.internal\")").as_deref(),
+            Some("db.internal")
+        );
+        assert_eq!(
+            plain_name("IpAddress(10.0.0.1)").as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(plain_name("IpAddress(::1)").as_deref(), Some("::1"));
+        assert_eq!(plain_name("DirectoryName"), None);
+        assert_eq!(plain_name("UniformResourceIdentifier(\"x\")"), None);
     }
 
     #[test]

@@ -701,6 +701,16 @@ impl TestRedis {
         Self::try_start(None, Some(module_path()), configs, extra_conf_lines)
     }
 
+    /// Like [`TestRedis::start_with`], with `env` set in redis-server's environment
+    /// (HOME, PGPASSFILE, ... as the module reads them).
+    pub fn start_with_env(
+        configs: &[(&str, &str)],
+        extra_conf_lines: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestRedis {
+        Self::try_start_env(None, Some(module_path()), configs, extra_conf_lines, env)
+    }
+
     /// Like [`TestRedis::start_with`] on another server binary (e.g. [`valkey_server`]).
     pub fn start_on(
         server: &Path,
@@ -716,12 +726,22 @@ impl TestRedis {
         Self::try_start(None, None, &[], extra_conf_lines)
     }
 
-    /// `server` None: `$REDIS_SERVER`, else redis-server from PATH.
     fn try_start(
         server: Option<&Path>,
         module: Option<PathBuf>,
         configs: &[(&str, &str)],
         extra_conf_lines: &[&str],
+    ) -> TestRedis {
+        Self::try_start_env(server, module, configs, extra_conf_lines, &[])
+    }
+
+    /// `server` None: `$REDIS_SERVER`, else redis-server from PATH.
+    fn try_start_env(
+        server: Option<&Path>,
+        module: Option<PathBuf>,
+        configs: &[(&str, &str)],
+        extra_conf_lines: &[&str],
+        env: &[(&str, &str)],
     ) -> TestRedis {
         let server = server.map_or_else(
             || bin_from_env("REDIS_SERVER", "redis-server"),
@@ -765,6 +785,7 @@ impl TestRedis {
                 .expect("write redis.conf");
             let out = fs::File::create(dir.join("stdout.log")).expect("stdout.log");
             let child = Command::new(&server)
+                .envs(env.iter().copied())
                 .arg(&conf_path)
                 .stdin(Stdio::null())
                 .stdout(out.try_clone().expect("dup"))
