@@ -337,6 +337,28 @@ fn require_against_a_server_without_tls_fails() {
 }
 
 #[test]
+fn hostaddr_without_a_host_name() {
+    let w = world_or_skip!();
+    let base = format!(
+        "hostaddr=127.0.0.1 port={} user=postgres dbname=postgres",
+        w.tls.port()
+    );
+    // TLS needs a name to send: prefer settles for plain, require says why.
+    assert!(!uses_tls(&mut connect(&base).unwrap()));
+    assert_eq!(
+        unavailable(connect(&format!("{base} sslmode=require"))),
+        "TLS: pg-url gives hostaddr but no host; sslmode=require needs host= too \
+         (the name TLS sends and checks)"
+    );
+    // With host= the name is checked while hostaddr is dialled.
+    let url = format!(
+        "host=localhost {base} sslmode=verify-full sslrootcert='{}'",
+        path(&w.pki.ca)
+    );
+    assert!(uses_tls(&mut connect(&url).unwrap()));
+}
+
+#[test]
 fn a_client_certificate_logs_in_as_its_user() {
     let w = world_or_skip!();
     let p = &w.pki;

@@ -238,12 +238,10 @@ impl Connector {
         });
         match config.connect(tls) {
             Ok(client) => Ok(client),
-            // prefer: a failed handshake is retried without TLS, as libpq does.
-            Err(e) if self.mode == SslMode::Prefer && tls_error(&e).is_some() => {
-                log::debug!(
-                    "postgres: TLS failed under sslmode=prefer ({}), trying without",
-                    tls_error(&e).map(|t| t.to_string()).unwrap_or_default()
-                );
+            // prefer: a failed handshake is retried without TLS, as libpq does
+            // (also the driver's refusal to start one without a host name).
+            Err(e) if self.mode == SslMode::Prefer && is_tls_failure(&e) => {
+                log::debug!("postgres: TLS failed under sslmode=prefer, trying without");
                 config.ssl_mode(DriverSslMode::Disable);
                 config.connect(NoTls).map_err(ConnectError::Driver)
             }
@@ -271,6 +269,13 @@ fn tls_error(e: &postgres::Error) -> Option<&TlsError> {
     None
 }
 
+/// The driver's name for a failed TLS negotiation or handshake.
+const DRIVER_TLS_FAILURE: &str = "error performing TLS handshake";
+
+fn is_tls_failure(e: &postgres::Error) -> bool {
+    tls_error(e).is_some() || e.to_string() == DRIVER_TLS_FAILURE
+}
+
 fn is_auth_failure(e: &ConnectError) -> bool {
     matches!(e, ConnectError::Driver(e) if is_auth_failure_db(e))
 }
@@ -295,13 +300,20 @@ fn described(e: &ConnectError, mode: SslMode, origin: Option<&str>) -> BridgeErr
     }
     let cause = std::error::Error::source(e).map(|s| s.to_string());
     let text = e.to_string();
-    if text == "error performing TLS handshake" {
-        // The driver's own TLS refusals ("server does not support TLS").
-        let cause = cause.unwrap_or_else(|| "handshake failed".to_string());
-        return BridgeError::Unavailable(format!(
-            "TLS: {cause} (sslmode={} needs TLS)",
-            mode.as_str()
-        ));
+    if text == DRIVER_TLS_FAILURE {
+        // The driver's own TLS refusals.
+        return BridgeError::Unavailable(match cause.as_deref() {
+            Some("no hostname provided for TLS handshake") => format!(
+                "TLS: pg-url gives hostaddr but no host; sslmode={} needs host= too (the \
+                 name TLS sends and checks)",
+                mode.as_str()
+            ),
+            cause => format!(
+                "TLS: {} (sslmode={} needs TLS)",
+                cause.unwrap_or("handshake failed"),
+                mode.as_str()
+            ),
+        });
     }
     if text == "invalid configuration" && cause.as_deref() == Some("password missing") {
         let hint = origin.map(|o| format!(" ({o})")).unwrap_or_default();
