@@ -548,6 +548,17 @@ fn plain_name(listed: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The host as errors show it. A URL password holding a raw `@` spills its
+/// tail into the host (`postgres://u:p@ss@h/db` has host `ss@h`), so a host
+/// with `@` is not shown.
+fn shown_host(host: &str) -> String {
+    if host.contains('@') {
+        "(not shown: it holds '@')".to_string()
+    } else {
+        host.to_string()
+    }
+}
+
 /// The driver's TLS factory: one per connection attempt.
 pub(crate) struct MakeRustls {
     config: Arc<ClientConfig>,
@@ -563,7 +574,7 @@ impl MakeTlsConnect<Socket> for MakeRustls {
     fn make_tls_connect(&mut self, host: &str) -> Result<RustlsConnect, TlsError> {
         let name = match ServerName::try_from(host.to_string()) {
             Ok(name) => name,
-            Err(_) if self.verify_name => return Err(TlsError::BadHostName(host.to_string())),
+            Err(_) if self.verify_name => return Err(TlsError::BadHostName(shown_host(host))),
             // Nothing checks the name: an address sends no SNI, as libpq
             // sends none for what is not a host name.
             Err(_) => ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into()),
@@ -571,7 +582,7 @@ impl MakeTlsConnect<Socket> for MakeRustls {
         Ok(RustlsConnect {
             config: Arc::clone(&self.config),
             name,
-            host: host.to_string(),
+            host: shown_host(host),
             roots_label: self.roots_label.clone(),
         })
     }
@@ -736,6 +747,21 @@ mod tests {
                 key: None,
             }
         );
+    }
+
+    #[test]
+    fn a_host_with_an_at_sign_is_not_shown() {
+        let mut make = connector(SslMode::Require, &SslFiles::default(), None).unwrap();
+        let connect = make.make_tls_connect("secret@h").unwrap();
+        assert!(!connect.host.contains("secret"), "{}", connect.host);
+        let mut strict = MakeRustls {
+            verify_name: true,
+            ..make
+        };
+        let Err(err) = strict.make_tls_connect("secret@h") else {
+            panic!("verify-full took a host with '@'");
+        };
+        assert!(!err.to_string().contains("secret"), "{err}");
     }
 
     #[test]
