@@ -35,7 +35,10 @@ pub mod defaults {
 }
 
 pub static PG_URL: Mutex<String> = Mutex::new(String::new());
-pub static PG_PASSWORD_FILE: Mutex<String> = Mutex::new(String::new());
+pub static PG_PASSWORD_FILE: PasswordFileConfig = PasswordFileConfig(Mutex::new(String::new()));
+pub static PG_SSLROOTCERT: Mutex<String> = Mutex::new(String::new());
+pub static PG_SSLCERT: Mutex<String> = Mutex::new(String::new());
+pub static PG_SSLKEY: Mutex<String> = Mutex::new(String::new());
 pub static PG_CONNECT_TIMEOUT_MS: AtomicI64 = AtomicI64::new(defaults::PG_CONNECT_TIMEOUT_MS);
 pub static PG_STATEMENT_TIMEOUT_MS: AtomicI64 = AtomicI64::new(defaults::PG_STATEMENT_TIMEOUT_MS);
 pub static JOB_TIMEOUT_MS: AtomicI64 = AtomicI64::new(defaults::JOB_TIMEOUT_MS);
@@ -72,7 +75,16 @@ pub fn pg_url() -> String {
     PG_URL.lock().unwrap().clone()
 }
 pub fn pg_password_file() -> String {
-    PG_PASSWORD_FILE.lock().unwrap().clone()
+    PG_PASSWORD_FILE.0.lock().unwrap().clone()
+}
+/// The TLS files for pg-url to fall back on; an empty config is no file.
+pub fn pg_ssl_files() -> consistency_bridge::SslFiles {
+    let get = |m: &Mutex<String>| Some(m.lock().unwrap().clone()).filter(|v| !v.is_empty());
+    consistency_bridge::SslFiles {
+        rootcert: get(&PG_SSLROOTCERT),
+        cert: get(&PG_SSLCERT),
+        key: get(&PG_SSLKEY),
+    }
 }
 pub fn connect_timeout() -> Duration {
     ms(&PG_CONNECT_TIMEOUT_MS)
@@ -152,6 +164,28 @@ impl ConfigurationValue<RedisString> for ThresholdConfig {
             })?;
         self.bits.store(value.to_bits(), Ordering::Relaxed);
         *self.text.lock().unwrap() = text;
+        Ok(())
+    }
+}
+
+/// `consistency.pg-password-file`: settable at runtime. The bridge reads the
+/// file at every new connection (a rotated password needs nothing more);
+/// CONFIG SET to a file that cannot be read, or is empty, is refused. At
+/// load it is only stored, so a missing file never stops Redis from starting.
+pub struct PasswordFileConfig(Mutex<String>);
+
+impl ConfigurationValue<RedisString> for PasswordFileConfig {
+    fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
+        RedisString::create(None, self.0.lock().unwrap().as_str())
+    }
+
+    fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
+        let path = val.to_string_lossy();
+        if INITIALISED.load(Ordering::Acquire) && !path.is_empty() {
+            consistency_bridge::read_password_file(&path)
+                .map_err(|e| RedisError::String(e.to_string()))?;
+        }
+        *self.0.lock().unwrap() = path;
         Ok(())
     }
 }

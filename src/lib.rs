@@ -59,7 +59,8 @@ fn deinit(_ctx: &Context) -> Status {
     Status::Ok
 }
 
-/// pg-url and the connect timeout shape the pool: build a new one when they change.
+/// pg-url, the password file, the TLS files and the connect timeout shape the
+/// pool: build a new one when they change.
 fn pool_changed<T>(_ctx: &ConfigurationContext, _name: &str, _value: &'static T) {
     if config::INITIALISED.load(Ordering::Acquire) {
         state::rebuild_pool();
@@ -115,7 +116,10 @@ mod registration {
             ],
             string: [
                 ["pg-url", &config::PG_URL, config::DEFAULT_PG_URL, DEFAULT, Some(Box::new(pool_changed))],
-                ["pg-password-file", &config::PG_PASSWORD_FILE, "", IMMUTABLE, None],
+                ["pg-password-file", &config::PG_PASSWORD_FILE, "", DEFAULT, Some(Box::new(pool_changed))],
+                ["pg-sslrootcert", &config::PG_SSLROOTCERT, "", DEFAULT, Some(Box::new(pool_changed))],
+                ["pg-sslcert", &config::PG_SSLCERT, "", DEFAULT, Some(Box::new(pool_changed))],
+                ["pg-sslkey", &config::PG_SSLKEY, "", DEFAULT, Some(Box::new(pool_changed))],
                 ["rules-file", &state::RULES_FILE, "", DEFAULT, None],
                 ["threshold", &config::THRESHOLD, config::defaults::THRESHOLD, DEFAULT, None],
                 ["audit-stream", &config::AUDIT_STREAM, "", DEFAULT, None],

@@ -104,14 +104,12 @@ static POOL: RwLock<Option<Result<Arc<PgPool>, BridgeError>>> = RwLock::new(None
 
 pub fn pg_settings() -> Result<PgSettings, BridgeError> {
     let file = config::pg_password_file();
-    let password = if !file.is_empty() {
-        Some(read_password_file(&file)?)
-    } else {
-        std::env::var("PGPASSWORD").ok()
-    };
     Ok(PgSettings {
         url: config::pg_url(),
-        password,
+        // Read at each new connection by the bridge, so a rotated file is used.
+        password_file: Some(file).filter(|f| !f.is_empty()),
+        password: std::env::var("PGPASSWORD").ok(),
+        ssl_files: config::pg_ssl_files(),
         connect_timeout: config::connect_timeout(),
         statement_timeout: config::statement_timeout(),
         pool_size: config::pool_size().max(1),
@@ -119,7 +117,16 @@ pub fn pg_settings() -> Result<PgSettings, BridgeError> {
 }
 
 pub fn rebuild_pool() {
-    let pool = pg_settings().and_then(|s| PgPool::new(&s)).map(Arc::new);
+    let pool = pg_settings().and_then(|s| {
+        // The pool reads the file only when it connects: say now if it cannot.
+        if let Some(file) = &s.password_file {
+            if let Err(e) = read_password_file(file) {
+                log::warn!("consistency: {e}");
+            }
+        }
+        PgPool::new(&s)
+    });
+    let pool = pool.map(Arc::new);
     if let Err(e) = &pool {
         log::warn!("consistency: {e}");
     }

@@ -32,6 +32,7 @@ mod log_safety;
 mod lua_scripts;
 mod multi;
 mod paused_writes;
+mod pg_tls;
 mod purge;
 mod replication;
 mod rules_files;

@@ -1,37 +1,32 @@
 //! Connection settings, the r2d2 pool, and one-off connections.
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use postgres::NoTls;
-use r2d2_postgres::PostgresConnectionManager;
-
+use crate::connect::Connector;
 use crate::defaults;
-use crate::error::{classify, classify_connect, BridgeError};
-use crate::secret::url_error_reason;
+use crate::error::{classify, BridgeError};
 pub use crate::secret::{read_password_file, redact_url};
-
-/// How long a connection may sit silent before the kernel probes it, so a
-/// vanished server (failover, cable pulled) is noticed instead of hanging.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
-const KEEPALIVE_RETRIES: u32 = 3;
-
-/// Shown in `pg_stat_activity` so a DBA can tell who is running the queries.
-const APPLICATION_NAME: &str = "redis-consistency";
+pub use crate::tls::SslFiles;
 
 /// A pooled connection, returned to the pool on drop.
-pub type PgConn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+pub type PgConn = r2d2::PooledConnection<PgManager>;
 
 /// Everything needed to reach PostgreSQL.
 #[derive(Clone)]
 pub struct PgSettings {
-    /// libpq `key=value` string or `postgres://` URL.
+    /// libpq `key=value` string or `postgres://` URL. Besides what the driver
+    /// parses, it may hold `sslmode` (all of libpq's values but `allow`),
+    /// `sslrootcert`, `sslcert`, `sslkey` and `passfile`.
     pub url: String,
-    /// From pg-password-file or PGPASSWORD; overrides any password in `url`.
+    /// pg-password-file: read at every new connection, so a rotated password
+    /// is picked up without a restart; overrides `password` and the url's.
+    pub password_file: Option<String>,
+    /// PGPASSWORD (or a test's password); overrides any password in `url`.
     pub password: Option<String>,
+    /// The TLS files where `url` names none (the module's pg-ssl* configs).
+    pub ssl_files: SslFiles,
     /// Bounds both connecting and waiting for a pooled connection.
     pub connect_timeout: Duration,
     /// Default statement timeout for truth queries.
@@ -45,7 +40,9 @@ impl Default for PgSettings {
     fn default() -> Self {
         PgSettings {
             url: defaults::PG_URL.to_string(),
+            password_file: None,
             password: None,
+            ssl_files: SslFiles::default(),
             connect_timeout: Duration::from_millis(defaults::PG_CONNECT_TIMEOUT_MS),
             statement_timeout: Duration::from_millis(defaults::PG_STATEMENT_TIMEOUT_MS),
             pool_size: defaults::POOL_SIZE,
@@ -58,7 +55,9 @@ impl fmt::Debug for PgSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PgSettings")
             .field("url", &redact_url(&self.url))
+            .field("password_file", &self.password_file)
             .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("ssl_files", &self.ssl_files)
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .field("pool_size", &self.pool_size)
@@ -67,37 +66,43 @@ impl fmt::Debug for PgSettings {
 }
 
 impl PgSettings {
-    /// Builds the driver configuration: url, then password, timeouts,
-    /// keepalives.
-    fn pg_config(&self) -> Result<postgres::Config, BridgeError> {
-        let mut config = postgres::Config::from_str(&self.url).map_err(|e| {
-            BridgeError::Config(format!("invalid pg-url: {}", url_error_reason(&e)))
-        })?;
-        if self.connect_timeout.is_zero() {
-            return Err(BridgeError::Config(
-                "connect timeout must be positive".to_string(),
-            ));
-        }
-        if let Some(password) = &self.password {
-            config.password(password);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name(APPLICATION_NAME);
-        }
-        config
-            .connect_timeout(self.connect_timeout)
-            .keepalives(true)
-            .keepalives_idle(KEEPALIVE_IDLE)
-            .keepalives_interval(KEEPALIVE_INTERVAL)
-            .keepalives_retries(KEEPALIVE_RETRIES);
-        Ok(config)
+    /// Parses the url and checks the numbers; reads no file.
+    fn connector(&self) -> Result<Connector, BridgeError> {
+        Connector::new(
+            &self.url,
+            self.password_file.as_deref(),
+            self.password.as_deref(),
+            &self.ssl_files,
+            self.connect_timeout,
+        )
     }
 }
 
-/// The last connection failure, so `get()` can say why it timed out.
-/// r2d2 keeps only the error's `Display`, which for the driver is the bare
-/// "error connecting to server" without the cause.
-type LastError = Arc<Mutex<Option<(Instant, String)>>>;
+/// The pool's connection manager: each new connection goes through
+/// [`Connector`] (password sources, TLS).
+#[derive(Debug)]
+pub struct PgManager(Connector);
+
+impl r2d2::ManageConnection for PgManager {
+    type Connection = postgres::Client;
+    type Error = BridgeError;
+
+    fn connect(&self) -> Result<postgres::Client, BridgeError> {
+        self.0.connect()
+    }
+
+    fn is_valid(&self, conn: &mut postgres::Client) -> Result<(), BridgeError> {
+        conn.simple_query("").map(|_| ()).map_err(|e| classify(&e))
+    }
+
+    fn has_broken(&self, conn: &mut postgres::Client) -> bool {
+        conn.is_closed()
+    }
+}
+
+/// The last connection failure, so `get()` can say why it timed out (r2d2
+/// itself only says that it did).
+type LastError = Arc<Mutex<Option<(Instant, BridgeError)>>>;
 
 /// r2d2 error handler: remembers the reason and logs at debug. The pool
 /// retries in the background while PostgreSQL is down, so logging each
@@ -105,15 +110,11 @@ type LastError = Arc<Mutex<Option<(Instant, String)>>>;
 #[derive(Debug)]
 struct RememberError(LastError);
 
-impl r2d2::HandleError<postgres::Error> for RememberError {
-    fn handle_error(&self, error: postgres::Error) {
-        let reason = match classify_connect(&error) {
-            BridgeError::Unavailable(r) => r,
-            other => other.to_string(),
-        };
-        log::debug!("postgres connection attempt failed: {reason}");
+impl r2d2::HandleError<BridgeError> for RememberError {
+    fn handle_error(&self, error: BridgeError) {
+        log::debug!("postgres connection attempt failed: {error}");
         if let Ok(mut last) = self.0.lock() {
-            *last = Some((Instant::now(), reason));
+            *last = Some((Instant::now(), error));
         }
     }
 }
@@ -129,7 +130,7 @@ pub struct PoolState {
 
 /// A pool of PostgreSQL connections that opens them lazily.
 pub struct PgPool {
-    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    pool: r2d2::Pool<PgManager>,
     settings: PgSettings,
     last_error: LastError,
 }
@@ -145,16 +146,18 @@ impl fmt::Debug for PgPool {
 
 impl PgPool {
     /// Creates the pool without connecting, so it succeeds while PostgreSQL
-    /// is down; only a bad url or bad numbers fail (with `Config`).
+    /// is down; only a bad url or bad numbers fail (with `Config`). Files
+    /// (password, certificates) are read at each new connection, so one
+    /// that appears or changes later is used without rebuilding the pool.
     pub fn new(settings: &PgSettings) -> Result<PgPool, BridgeError> {
-        let config = settings.pg_config()?;
+        let connector = settings.connector()?;
         if settings.pool_size == 0 {
             return Err(BridgeError::Config(
                 "pool size must be at least 1".to_string(),
             ));
         }
         let last_error = LastError::default();
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let manager = PgManager(connector);
         let pool = r2d2::Pool::builder()
             .max_size(settings.pool_size)
             .min_idle(Some(0))
@@ -170,9 +173,9 @@ impl PgPool {
 
     /// Checks out a connection, waiting at most the connect timeout.
     ///
-    /// Fails with `Unavailable`, giving the last connection error seen while
-    /// waiting ("connection refused"), or saying that every connection is in
-    /// use.
+    /// Fails with the last connection error seen while waiting (`Unavailable`:
+    /// "connection refused", a TLS refusal; `Config`: an unreadable password
+    /// file), or `Unavailable` saying that every connection is in use.
     pub fn get(&self) -> Result<PgConn, BridgeError> {
         let start = Instant::now();
         self.pool.get().map_err(|e| {
@@ -182,8 +185,11 @@ impl PgPool {
                 .ok()
                 .and_then(|last| last.clone())
                 .filter(|(at, _)| *at >= start)
-                .map(|(_, reason)| reason);
-            let reason = recent.unwrap_or_else(|| {
+                .map(|(_, error)| error);
+            if let Some(error) = recent {
+                return error;
+            }
+            let reason = {
                 let state = self.pool.state();
                 if state.connections >= self.settings.pool_size && state.idle_connections == 0 {
                     format!(
@@ -192,11 +198,10 @@ impl PgPool {
                         state.connections
                     )
                 } else {
-                    // r2d2's own text; never holds a password (the driver's
-                    // connect error text is generic).
+                    // r2d2's own text; never holds a password.
                     e.to_string()
                 }
-            });
+            };
             BridgeError::Unavailable(reason)
         })
     }
@@ -225,8 +230,7 @@ pub fn connect_direct(
     settings: &PgSettings,
     statement_timeout: Duration,
 ) -> Result<postgres::Client, BridgeError> {
-    let config = settings.pg_config()?;
-    let mut client = config.connect(NoTls).map_err(|e| classify_connect(&e))?;
+    let mut client = settings.connector()?.connect()?;
     set_statement_timeout(&mut client, statement_timeout)?;
     Ok(client)
 }

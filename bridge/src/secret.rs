@@ -1,11 +1,10 @@
 //! Keeping the PostgreSQL password out of sight: reading it from a file, and
 //! showing connection strings without it.
 
-use std::str::FromStr;
-
-use postgres::config::{Host, SslMode};
+use postgres::config::Host;
 use postgres::Config;
 
+use crate::conninfo::{quote, ConnInfo, ConnInfoError};
 use crate::error::{io_reason, BridgeError};
 
 const MASK: &str = "***";
@@ -33,18 +32,22 @@ pub fn read_password_file(path: &str) -> Result<String, BridgeError> {
 }
 
 /// How pg-url is shown (STATUS, `Debug` of the settings): the configuration
-/// as the driver parses it, rendered as libpq `key=value` text with the
-/// password as `***`.
+/// as it is parsed (the driver's part and the TLS and password-file options
+/// the bridge reads), rendered as libpq `key=value` text with the password
+/// as `***`.
 ///
 /// Rendering from the parsed form rather than masking the raw text means the
 /// display cannot disagree with the parser about where a password is (an
 /// upper-case scheme, a non-ASCII space before `password=`, ...). Text that
 /// does not parse is not shown at all.
 pub fn redact_url(url: &str) -> String {
-    match Config::from_str(url) {
-        Ok(config) if stray_at_sign(&config) => STRAY_AT.to_string(),
-        Ok(config) => render(&config),
-        Err(e) => format!("(pg-url cannot be parsed: {})", url_error_reason(&e)),
+    match ConnInfo::parse(url) {
+        Ok(info) if stray_at_sign(&info.driver) => STRAY_AT.to_string(),
+        Ok(info) => render(&info),
+        Err(e @ (ConnInfoError::Driver(_) | ConnInfoError::InvalidValue(_))) => {
+            format!("(pg-url cannot be parsed: {e})")
+        }
+        Err(e @ ConnInfoError::AllowUnsupported) => format!("(pg-url refused: {e})"),
     }
 }
 
@@ -64,7 +67,8 @@ fn stray_at_sign(config: &Config) -> bool {
 
 /// Fields in libpq's order, except the password last; options the pool sets
 /// itself (keepalives) are left out. Empty lists and unset fields are omitted.
-fn render(config: &Config) -> String {
+fn render(info: &ConnInfo) -> String {
+    let config = &info.driver;
     let hosts: Vec<String> = config
         .get_hosts()
         .iter()
@@ -79,12 +83,8 @@ fn render(config: &Config) -> String {
         .map(|a| a.to_string())
         .collect();
     let ports: Vec<String> = config.get_ports().iter().map(|p| p.to_string()).collect();
-    let ssl_mode = match config.get_ssl_mode() {
-        SslMode::Prefer => None, // the default
-        SslMode::Disable => Some("disable"),
-        SslMode::Require => Some("require"),
-        _ => Some("unknown"),
-    };
+    // prefer, the default, is shown only when given.
+    let ssl_mode = info.sslmode.map(|m| m.as_str());
     let fields = [
         ("host", Some(hosts.join(",")).filter(|s| !s.is_empty())),
         (
@@ -99,7 +99,11 @@ fn render(config: &Config) -> String {
             "application_name",
             config.get_application_name().map(str::to_string),
         ),
+        ("passfile", info.passfile.clone()),
         ("sslmode", ssl_mode.map(str::to_string)),
+        ("sslcert", info.files.cert.clone()),
+        ("sslkey", info.files.key.clone()),
+        ("sslrootcert", info.files.rootcert.clone()),
         (
             "connect_timeout",
             config
@@ -115,20 +119,6 @@ fn render(config: &Config) -> String {
         out.push(format!("password={MASK}"));
     }
     out.join(" ")
-}
-
-/// Quotes a value the libpq way when the parser would otherwise split or
-/// unescape it.
-fn quote(value: &str) -> String {
-    let plain = !value.is_empty()
-        && !value
-            .chars()
-            .any(|c| c.is_whitespace() || c == '\'' || c == '\\');
-    if plain {
-        return value.to_string();
-    }
-    let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
-    format!("'{escaped}'")
 }
 
 /// Options the parser names in "invalid value for option `x`".
@@ -183,6 +173,7 @@ pub(crate) fn url_error_reason(e: &postgres::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::str::FromStr;
 
     /// Shows `url`, checking that the password "secret" is not in it.
     fn shown(url: &str) -> String {

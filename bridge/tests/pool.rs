@@ -17,6 +17,7 @@ fn closed_port_settings(connect_timeout: Duration) -> PgSettings {
         connect_timeout,
         statement_timeout: Duration::from_secs(1),
         pool_size: 2,
+        ..PgSettings::default()
     }
 }
 

@@ -702,6 +702,16 @@ impl TestRedis {
         Self::try_start(None, Some(module_path()), configs, extra_conf_lines)
     }
 
+    /// Like [`TestRedis::start_with`], with `env` set in redis-server's environment
+    /// (HOME, PGPASSFILE, ... as the module reads them).
+    pub fn start_with_env(
+        configs: &[(&str, &str)],
+        extra_conf_lines: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestRedis {
+        Self::try_start_env(None, Some(module_path()), configs, extra_conf_lines, env)
+    }
+
     /// Like [`TestRedis::start_with`] on another server binary (e.g. [`valkey_server`]).
     pub fn start_on(
         server: &Path,
@@ -717,12 +727,22 @@ impl TestRedis {
         Self::try_start(None, None, &[], extra_conf_lines)
     }
 
-    /// `server` None: `$REDIS_SERVER`, else redis-server from PATH.
     fn try_start(
         server: Option<&Path>,
         module: Option<PathBuf>,
         configs: &[(&str, &str)],
         extra_conf_lines: &[&str],
+    ) -> TestRedis {
+        Self::try_start_env(server, module, configs, extra_conf_lines, &[])
+    }
+
+    /// `server` None: `$REDIS_SERVER`, else redis-server from PATH.
+    fn try_start_env(
+        server: Option<&Path>,
+        module: Option<PathBuf>,
+        configs: &[(&str, &str)],
+        extra_conf_lines: &[&str],
+        env: &[(&str, &str)],
     ) -> TestRedis {
         let server = server.map_or_else(
             || bin_from_env("REDIS_SERVER", "redis-server"),
@@ -765,7 +785,7 @@ impl TestRedis {
                 .and_then(|mut f| f.write_all(conf.as_bytes()))
                 .expect("write redis.conf");
             let log = dir.join("redis.log");
-            match Self::launch(&server, &conf_path, port, dir, log) {
+            match Self::launch(&server, &conf_path, port, dir, log, env) {
                 Ok(redis) => return redis,
                 Err((in_use, _)) if in_use && attempt < 4 => continue,
                 Err((_, msg)) => panic!("{msg}"),
@@ -783,6 +803,7 @@ impl TestRedis {
             port,
             dir.to_path_buf(),
             log.to_path_buf(),
+            &[],
         )
         .unwrap_or_else(|(_, msg)| panic!("{msg}"))
     }
@@ -796,9 +817,11 @@ impl TestRedis {
         port: u16,
         dir: PathBuf,
         log: PathBuf,
+        env: &[(&str, &str)],
     ) -> Result<TestRedis, (bool, String)> {
         let out = fs::File::create(dir.join("stdout.log")).expect("stdout.log");
         let child = Command::new(server)
+            .envs(env.iter().copied())
             .arg(conf_path)
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("dup"))

@@ -103,6 +103,13 @@ impl OwnPg {
     /// A running cluster whose pg_hba.conf is `extra_hba` lines followed by trust
     /// for everyone on loopback and the socket.
     pub fn start_with_hba(extra_hba: &[&str]) -> OwnPg {
+        Self::start_configured(extra_hba, &[], &[])
+    }
+
+    /// As [`OwnPg::start_with_hba`], with `files` (name, contents) written into
+    /// the data directory, mode 0600 (a server key must be), and `conf` lines
+    /// appended to postgresql.conf (`ssl = on`, ...).
+    pub fn start_configured(extra_hba: &[&str], files: &[(&str, &str)], conf: &[&str]) -> OwnPg {
         let template = template_data();
         let dir = temp_dir("ownpg");
         let data = dir.join("data");
@@ -120,6 +127,20 @@ impl OwnPg {
         }
         hba.push_str("local all all trust\nhost all all 127.0.0.1/32 trust\n");
         fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
+        for (name, contents) in files {
+            let path = data.join(name);
+            fs::write(&path, contents).unwrap_or_else(|e| panic!("write {name}: {e}"));
+            fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap_or_else(|e| panic!("chmod {name}: {e}"));
+        }
+        if !conf.is_empty() {
+            let mut text = fs::read_to_string(data.join("postgresql.conf")).expect("read conf");
+            for line in conf {
+                text.push_str(line);
+                text.push('\n');
+            }
+            fs::write(data.join("postgresql.conf"), text).expect("write postgresql.conf");
+        }
         chown_postgres(&dir);
         let me = std::process::id();
         let stop = format!(

@@ -87,6 +87,7 @@ impl TestDb {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
             pool_size: 2,
+            ..PgSettings::default()
         }
     }
 }
