@@ -804,7 +804,7 @@ mod run_tests {
             b"u:4:w".to_vec(),
             MemoryKey {
                 value: MemoryValue::Str(b"4".to_vec()),
-                has_ttl: false,
+                ttl_ms: None,
             },
         ); // no_ttl
         let at = NOW_MS as f64;

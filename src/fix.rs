@@ -11,7 +11,9 @@ use std::time::SystemTime;
 
 use consistency_bridge::BridgeError;
 
-use crate::compare::{classify, CachedKey, CachedValue, DriftEntry, Status, Truth, Verdict};
+use crate::compare::{
+    classify, ttl_findings, CachedKey, CachedValue, DriftEntry, Status, Truth, Verdict,
+};
 use crate::drift_check::{
     epoch_ms, sendable_ids, to_map, window_start, DuplicateId, TruthMap, TruthSource,
 };
@@ -209,6 +211,12 @@ fn repair_one(
         if &current.value != expect {
             return Ok(FixAction::SkippedChanged);
         }
+        // A TTL finding stands only while the TTL is still wrong: the
+        // application may have set one since, keeping the value.
+        let ttl_status = matches!(item.entry.status, Status::NoTtl | Status::BadTtl);
+        if ttl_status && !ttl_findings(rule, &current).any(|s| s == item.entry.status) {
+            return Ok(FixAction::SkippedChanged);
+        }
     }
     let repair = if item.rewrite_to.is_some() {
         Repair::Rewrite
@@ -280,8 +288,10 @@ pub fn rewrite_value(entry: &DriftEntry) -> Vec<u8> {
 }
 
 /// Whether a finding gets a repair, and which: `rewrite` is the operator's
-/// REWRITE; the rule's own policy applies otherwise. Orphans, invalid values and
-/// keys without a required TTL are deleted; missing keys cannot be created here.
+/// REWRITE; the rule's own policy applies otherwise. Orphans, invalid values,
+/// keys without a required TTL or with one above the bound, and stale documents
+/// are deleted (the application reloads them); missing keys cannot be created
+/// here.
 pub fn plan_repair(
     rule: &LoadedRule,
     entry: &DriftEntry,
@@ -294,7 +304,12 @@ pub fn plan_repair(
         Status::Drift if can_rewrite && (rewrite || rule.rule.fix == FixPolicy::Rewrite) => {
             Some(Repair::Rewrite)
         }
-        Status::Drift | Status::Invalid | Status::Orphan | Status::NoTtl => Some(Repair::Delete),
+        Status::Drift
+        | Status::Invalid
+        | Status::Orphan
+        | Status::NoTtl
+        | Status::BadTtl
+        | Status::Stale => Some(Repair::Delete),
     }
 }
 
@@ -421,6 +436,7 @@ pub fn fix_ids<A: Access, T: TruthSource>(
                     cached: None,
                     truth: truth_value,
                     diff: None,
+                    field: None,
                     seen: CachedValue::Absent,
                 };
                 entries.push((i, entry, false));
@@ -458,6 +474,7 @@ pub fn fix_ids<A: Access, T: TruthSource>(
                     cached: cached.display(),
                     truth: truth_value,
                     diff,
+                    field: None,
                     seen: cached.value,
                 },
                 true,
@@ -685,6 +702,54 @@ mod tests {
         assert_eq!(store.get("u:2:w"), Some(&MemoryValue::Str(b"10".to_vec())));
         assert!(store.get("u:1:w").is_none());
         assert_eq!(store.audit.len(), 2, "one audit entry per repair");
+    }
+
+    #[test]
+    fn fix_all_deletes_bad_ttl_keys_unless_given_a_good_ttl_since() {
+        use crate::store::memory::MemoryKey;
+        let rules = rules(
+            r#"[{"name": "stats", "kind": "number", "key": "s:{id}", "truth": "x", "ttl_max_sec": 60}]"#,
+        );
+        let mut store = MemoryStore::default();
+        for (key, ttl_ms) in [("s:1", None), ("s:2", Some(61_000)), ("s:3", Some(30_000))] {
+            store.keys.insert(
+                key.as_bytes().to_vec(),
+                MemoryKey {
+                    value: MemoryValue::Str(b"5".to_vec()),
+                    ttl_ms,
+                },
+            );
+        }
+        let truth = [("1", Some("5")), ("2", Some("5")), ("3", Some("5"))];
+        let mut truth = FakeTruth::default().with("stats", &truth);
+        let access = MemoryAccess::new(store);
+        let plan = check_plan(rules);
+        let report = run_check(&plan, &access, &mut truth).unwrap();
+        let found: Vec<(&[u8], Status)> = report
+            .entries
+            .iter()
+            .map(|e| (e.key.as_slice(), e.status))
+            .collect();
+        assert_eq!(
+            found,
+            [(&b"s:1"[..], Status::BadTtl), (&b"s:2"[..], Status::BadTtl)]
+        );
+        // The application gives s:2 a proper TTL, same value, after the check.
+        access
+            .store
+            .borrow_mut()
+            .keys
+            .get_mut(&b"s:2"[..])
+            .unwrap()
+            .ttl_ms = Some(10_000);
+        let outcome = fix_all(&plan, &report, &access, false, false).unwrap();
+        assert_eq!(
+            outcome.actions,
+            [FixAction::Deleted, FixAction::SkippedChanged]
+        );
+        let store = access.store.borrow();
+        assert!(store.get("s:1").is_none());
+        assert!(store.get("s:2").is_some() && store.get("s:3").is_some());
     }
 
     #[test]

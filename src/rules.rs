@@ -120,6 +120,8 @@ pub struct Rule {
     pub missing: MissingPolicy,
     /// Whether keys without a TTL are reported (default false).
     pub require_ttl: bool,
+    /// Keys without a TTL or with a longer one are `bad_ttl`.
+    pub ttl_max_sec: Option<u64>,
     /// This rule's own schedule; None uses `check-interval-sec`.
     pub interval_sec: Option<u64>,
 }
@@ -274,7 +276,7 @@ impl RuleSet {
 }
 
 /// The fields a rule may have, in the order the file format documents them.
-const RULE_FIELDS: [&str; 13] = [
+const RULE_FIELDS: [&str; 14] = [
     "name",
     "kind",
     "key",
@@ -288,6 +290,7 @@ const RULE_FIELDS: [&str; 13] = [
     "require_ttl",
     "interval_sec",
     "ids_may_contain_colon",
+    "ttl_max_sec",
 ];
 
 /// Checks the document is `{"rules": [...]}` and returns the array.
@@ -487,6 +490,9 @@ fn rule_from_fields(name: String, fields: &[(String, JsonNode)]) -> Result<Rule,
     let interval_sec = lookup(fields, "interval_sec")
         .map(|value| positive_integer("interval_sec", value))
         .transpose()?;
+    let ttl_max_sec = lookup(fields, "ttl_max_sec")
+        .map(|value| positive_integer("ttl_max_sec", value))
+        .transpose()?;
 
     Ok(Rule {
         name,
@@ -498,6 +504,7 @@ fn rule_from_fields(name: String, fields: &[(String, JsonNode)]) -> Result<Rule,
         fix,
         missing,
         require_ttl,
+        ttl_max_sec,
         interval_sec,
     })
 }
@@ -681,7 +688,8 @@ mod tests {
             r#"{"name": "quota.v2:x-1", "kind": "hash_field", "key": "quota:{id}",
                 "field": "used", "truth": "SELECT id, used FROM quota",
                 "threshold": 0, "threshold_pct": 2.5, "fix": "rewrite",
-                "missing": "report", "require_ttl": true, "interval_sec": 3600}"#,
+                "missing": "report", "require_ttl": true, "interval_sec": 3600,
+                "ttl_max_sec": 7200}"#,
         )
         .unwrap();
         assert_eq!(
@@ -698,6 +706,7 @@ mod tests {
                 fix: FixPolicy::Rewrite,
                 missing: MissingPolicy::Report,
                 require_ttl: true,
+                ttl_max_sec: Some(7200),
                 interval_sec: Some(3600),
             }
         );
@@ -1078,6 +1087,8 @@ mod tests {
             (number(r#", "require_ttl": "yes""#), "field 'require_ttl' must be true or false, got 'yes'"),
             (number(r#", "require_ttl": 1"#), "field 'require_ttl' must be true or false, got 1"),
             (number(r#", "interval_sec": 0"#), "field 'interval_sec' must be a positive integer, got 0"),
+            (number(r#", "ttl_max_sec": 0"#), "field 'ttl_max_sec' must be a positive integer, got 0"),
+            (presence(r#", "ttl_max_sec": "600""#), "field 'ttl_max_sec' must be a positive integer, got '600'"),
             (number(r#", "interval_sec": -30"#), "field 'interval_sec' must be a positive integer, got -30"),
             (number(r#", "interval_sec": 0.5"#), "field 'interval_sec' must be a positive integer, got 0.5"),
             (number(r#", "interval_sec": "30""#), "field 'interval_sec' must be a positive integer, got '30'"),

@@ -56,5 +56,10 @@ fn rule_reply(rule: &Rule, default_threshold: f64) -> Reply {
         RuleKind::HashField { field } => fields.push(("field", Reply::text(field.clone()))),
         RuleKind::Number | RuleKind::Presence => {}
     }
+    // Shown only when set, after the kind's own field: older readers of
+    // RULES see the fields they knew, in the same places.
+    if let Some(max) = rule.ttl_max_sec {
+        fields.push(("ttl_max_sec", Reply::Int(max as i64)));
+    }
     Reply::Map(fields)
 }
