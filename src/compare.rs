@@ -197,6 +197,9 @@ pub struct DriftEntry {
 pub struct Tolerance {
     pub threshold: f64,
     pub pct: Option<f64>,
+    /// The check's instant (epoch ms), which a json document's age is measured
+    /// from; 0 unless set with [`Tolerance::at`].
+    pub now_ms: i64,
     /// The same limits as exact decimals, converted once per check rather than
     /// per key; None when one does not convert (then f64 throughout).
     exact: Option<(Decimal, Option<Decimal>)>,
@@ -212,7 +215,14 @@ impl Tolerance {
             threshold,
             pct,
             exact: Decimal::from_f64(threshold).zip(exact_pct),
+            now_ms: 0,
         }
+    }
+
+    /// The same tolerance, ages measured at `now_ms`.
+    pub fn at(mut self, now_ms: i64) -> Tolerance {
+        self.now_ms = now_ms;
+        self
     }
 
     /// Drift needs |diff| > threshold, and also |diff| > pct% of |truth| when a
@@ -253,8 +263,23 @@ impl Tolerance {
 pub enum Truth<'a> {
     /// The truth query returned this id, with this value (None: SQL NULL).
     Known(Option<&'a str>),
+    /// json rules: the truth's row, `values[i]` being field `names[i]`.
+    Document {
+        names: &'a [std::sync::Arc<str>],
+        values: &'a [Option<String>],
+    },
     /// The truth query did not return this id.
     Unknown,
+}
+
+impl<'a> Truth<'a> {
+    /// The single value a report shows as `truth` (None for documents).
+    pub fn value(self) -> Option<&'a str> {
+        match self {
+            Truth::Known(v) => v,
+            Truth::Document { .. } | Truth::Unknown => None,
+        }
+    }
 }
 
 /// Parses a cached or true number strictly: finite, no surrounding space.
@@ -282,6 +307,8 @@ pub enum Verdict {
     BadTruth,
     /// Both sides are numbers: cached minus truth, and the truth.
     Compared { diff: Amount, truth: Amount },
+    /// A json document the truth knows: its fields are compared one by one.
+    Document,
 }
 
 /// Classifies one key of a rule of `kind` against its truth.
@@ -296,14 +323,22 @@ pub fn classify(kind: &RuleKind, id: &[u8], cached: &CachedValue, truth: Truth<'
     }
     let cached_number = match (kind, cached) {
         (RuleKind::Presence, _) => None,
+        (RuleKind::Json, CachedValue::Text(_)) => {
+            return match truth {
+                Truth::Unknown => Verdict::Orphan,
+                _ => Verdict::Document,
+            }
+        }
         (_, CachedValue::WrongType(_)) => return Verdict::Unreadable { wrong_type: true },
         (_, value) => match cached_amount(value) {
             Some(v) => Some(v),
             None => return Verdict::Unreadable { wrong_type: false },
         },
     };
-    let Truth::Known(value) = truth else {
-        return Verdict::Orphan;
+    let value = match truth {
+        Truth::Known(value) => value,
+        Truth::Document { .. } => None,
+        Truth::Unknown => return Verdict::Orphan,
     };
     let Some(cached_number) = cached_number else {
         return Verdict::Present;
@@ -327,10 +362,7 @@ pub fn compare_key(
     cached: &CachedKey,
     truth: Truth<'_>,
 ) -> Vec<DriftEntry> {
-    let truth_text = match truth {
-        Truth::Known(v) => v,
-        Truth::Unknown => None,
-    };
+    let truth_text = truth.value();
     let entry = |status, cached_text: Option<String>, diff| DriftEntry {
         rule: rule.name.clone(),
         id: id.to_vec(),
@@ -344,16 +376,29 @@ pub fn compare_key(
     };
     let verdict = classify(&rule.kind, id, &cached.value, truth);
     if verdict == Verdict::Absent {
-        let reported = matches!(truth, Truth::Known(_)) && rule.missing == MissingPolicy::Report;
+        let reported = truth != Truth::Unknown && rule.missing == MissingPolicy::Report;
         return if reported {
             vec![entry(Status::Missing, None, None)]
         } else {
             Vec::new()
         };
     }
+    if verdict == Verdict::Document {
+        let mut found: Vec<DriftEntry> = document_findings(rule, tolerance, cached, truth)
+            .into_iter()
+            .map(|f| DriftEntry {
+                truth: f.truth,
+                // The whole document (not an object) names no field.
+                field: (!f.field.is_empty()).then_some(f.field),
+                ..entry(f.status, f.cached, f.diff)
+            })
+            .collect();
+        found.extend(ttl_findings(rule, cached).map(|s| entry(s, cached.display(), None)));
+        return found;
+    }
     // The value's own finding comes first, then a missing TTL.
     let finding = match verdict {
-        Verdict::Absent | Verdict::Present => None,
+        Verdict::Absent | Verdict::Present | Verdict::Document => None,
         Verdict::BadId | Verdict::Unreadable { .. } | Verdict::BadTruth => {
             Some(entry(Status::Invalid, cached.display(), None))
         }
@@ -365,6 +410,53 @@ pub fn compare_key(
     let mut found: Vec<DriftEntry> = finding.into_iter().collect();
     found.extend(ttl_findings(rule, cached).map(|s| entry(s, cached.display(), None)));
     found
+}
+
+/// A json document against its truth row: invalid when it is not an object,
+/// stale when older than the rule allows (whatever the fields say), else one
+/// finding per differing or absent field. An invalid document has no field.
+fn document_findings(
+    rule: &Rule,
+    tolerance: Tolerance,
+    cached: &CachedKey,
+    truth: Truth<'_>,
+) -> Vec<crate::compare_json::FieldFinding> {
+    use crate::compare_json::{age_field_ms, compare_fields, Document, FieldFinding};
+    let CachedValue::Text(bytes) = &cached.value else {
+        return Vec::new();
+    };
+    let whole = |status| FieldFinding {
+        status,
+        field: String::new(),
+        cached: cached.display(),
+        truth: None,
+        diff: None,
+    };
+    let Some(doc) = Document::parse(bytes) else {
+        return vec![whole(Status::Invalid)];
+    };
+    if let Some(age) = &rule.age {
+        let value = doc.get(&age.field);
+        let at = value.as_ref().and_then(age_field_ms);
+        let finding = |status| FieldFinding {
+            status,
+            field: age.field.clone(),
+            cached: value.as_ref().map(|v| v.text()),
+            truth: None,
+            diff: None,
+        };
+        match at {
+            None => return vec![finding(Status::Invalid)],
+            Some(at) if tolerance.now_ms - at > (age.max_age_sec as i64).saturating_mul(1000) => {
+                return vec![finding(Status::Stale)]
+            }
+            Some(_) => {}
+        }
+    }
+    let Truth::Document { names, values } = truth else {
+        return Vec::new();
+    };
+    compare_fields(&doc, names, values, tolerance)
 }
 
 /// What a present key's TTL earns: `no_ttl` without one where the rule

@@ -410,23 +410,45 @@ pub fn fix_ids<A: Access, T: TruthSource>(
     let truth_ok = truth_error.is_none();
     let slots = access.hold(|ks| ks.slots());
 
+    // Templates with several placeholders: every key of the ids, found by one
+    // scan, whatever the other placeholders hold.
+    let scanned = crate::drift_check::keys_of_ids(access, &plan.rules, &plan.ids, plan.scan_batch)
+        .map_err(|_| FixIdsError::Fix(FixError::Expired))?;
+
     // What each key holds now, for the report and to tell orphans from the rest.
     // Keys of slots this node does not serve are listed as not local, untouched.
     let mut entries: Vec<(usize, DriftEntry, bool)> = Vec::new();
-    for (i, rule) in plan.rules.iter().enumerate() {
-        let keys: Vec<Vec<u8>> = plan
-            .ids
-            .iter()
-            .map(|id| rule.rule.key.key_for(id))
-            .collect();
+    for ((i, rule), scanned) in plan.rules.iter().enumerate().zip(scanned) {
+        let template = &rule.rule.key;
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = if template.is_multi() {
+            // The keys found, then the truth's keys (built from its rows) no
+            // scan found: a key the truth names and the cache lacks is missing.
+            let mut keys = scanned;
+            let found: std::collections::HashSet<Vec<u8>> = keys.iter().cloned().collect();
+            keys.extend(
+                truths[i]
+                    .iter()
+                    .map(|(slot, _)| slot.to_vec())
+                    .filter(|k| !found.contains(k)),
+            );
+            keys.into_iter()
+                .map(|k| (template.id_of(&k).unwrap_or_default().to_vec(), k))
+                .collect()
+        } else {
+            plan.ids
+                .iter()
+                .map(|id| (id.clone(), template.key_for(id)))
+                .collect()
+        };
+        let keys: Vec<Vec<u8>> = pairs.iter().map(|(_, k)| k.clone()).collect();
         let window = epoch_ms(window_start(rule, plan.now));
         let cached =
             crate::drift_check::read_keys(access, &keys, &rule.rule.kind, window, plan.scan_batch)
                 .map_err(|_| FixIdsError::Fix(FixError::Expired))?;
-        for ((id, key), cached) in plan.ids.iter().zip(keys).zip(cached) {
-            let truth_text = truths[i].get(id.as_slice());
-            let known = truth_text.is_some();
-            let truth_value = truth_text.cloned().flatten();
+        for (((id, _), key), cached) in pairs.iter().zip(keys).zip(cached) {
+            let truth = truths[i].lookup(crate::drift_check::slot_of(&rule.rule, id, &key));
+            let known = truth != Truth::Unknown;
+            let truth_value = truth.value().map(str::to_string);
             if !slots.owns_key(&key) {
                 let entry = DriftEntry {
                     rule: rule.rule.name.clone(),
@@ -442,10 +464,6 @@ pub fn fix_ids<A: Access, T: TruthSource>(
                 entries.push((i, entry, false));
                 continue;
             }
-            let truth = match truth_text {
-                Some(value) => Truth::Known(value.as_deref()),
-                None => Truth::Unknown,
-            };
             let verdict = classify(&rule.rule.kind, id, &cached.value, truth);
             // FIX acts on every key whatever the threshold; the status only picks
             // the repair. Without the truth an unknown id is not an orphan.
@@ -750,6 +768,70 @@ mod tests {
         let store = access.store.borrow();
         assert!(store.get("s:1").is_none());
         assert!(store.get("s:2").is_some() && store.get("s:3").is_some());
+    }
+
+    #[test]
+    fn fix_of_an_id_clears_every_key_of_it_whatever_the_other_placeholders() {
+        let rules = rules(
+            r#"[{"name": "daily", "kind": "number", "key": "key:{id}:cost_daily_{reset}", "truth": "x"}]"#,
+        );
+        let mut store = MemoryStore::default();
+        store.set("key:123:cost_daily_1800", "50");
+        store.set("key:123:cost_daily_0000", "9"); // leftover of an old reset
+        store.set("key:124:cost_daily_1800", "50"); // another id: untouched
+        let truth = FakeTruth::default().with_named(
+            "daily",
+            &["id", "reset", "value"],
+            &[&[Some("123"), Some("1800"), Some("4.5")]],
+        );
+        for down in [false, true] {
+            let mut truth = FakeTruth {
+                rows: truth.rows.clone(),
+                down: down.then(|| BridgeError::Unavailable("refused".into())),
+                ..FakeTruth::default()
+            };
+            let access = MemoryAccess::new(MemoryStore {
+                keys: store.keys.clone(),
+                ..MemoryStore::default()
+            });
+            let plan = FixIdsPlan {
+                rules: rules.clone(),
+                ids: vec![b"123".to_vec()],
+                dry_run: false,
+                rewrite: false,
+                scan_batch: 2,
+                now: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            };
+            let outcome = fix_ids(&plan, &access, &mut truth).unwrap();
+            let mut keys: Vec<(String, Status, FixAction)> = outcome
+                .entries
+                .iter()
+                .zip(&outcome.fix.actions)
+                .map(|(e, a)| (String::from_utf8_lossy(&e.key).into_owned(), e.status, *a))
+                .collect();
+            keys.sort_by(|a, b| a.0.cmp(&b.0));
+            // Without the truth an unknown part is not called an orphan.
+            let leftover = if down { Status::Drift } else { Status::Orphan };
+            assert_eq!(
+                keys,
+                [
+                    (
+                        "key:123:cost_daily_0000".into(),
+                        leftover,
+                        FixAction::Deleted
+                    ),
+                    (
+                        "key:123:cost_daily_1800".into(),
+                        Status::Drift,
+                        FixAction::Deleted
+                    ),
+                ],
+                "truth down: {down}"
+            );
+            let store = access.store.borrow();
+            assert_eq!(store.keys.len(), 1);
+            assert!(store.get("key:124:cost_daily_1800").is_some());
+        }
     }
 
     #[test]

@@ -26,10 +26,13 @@ pub enum RuleKind {
     },
     /// The key must exist exactly for the ids the truth returns.
     Presence,
+    /// A STRING holding a JSON object; each truth column other than `id` and
+    /// the placeholders names a field (dots reach into nested objects).
+    Json,
 }
 
 /// The kind names accepted in the rules file, in the order messages list them.
-const KIND_NAMES: [&str; 4] = ["number", "window_sum", "hash_field", "presence"];
+const KIND_NAMES: [&str; 5] = ["number", "window_sum", "hash_field", "presence", "json"];
 
 impl RuleKind {
     /// The name used in the rules file and in replies.
@@ -39,6 +42,7 @@ impl RuleKind {
             RuleKind::WindowSum { .. } => "window_sum",
             RuleKind::HashField { .. } => "hash_field",
             RuleKind::Presence => "presence",
+            RuleKind::Json => "json",
         }
     }
 
@@ -97,6 +101,15 @@ impl MissingPolicy {
     }
 }
 
+/// A json rule's staleness bound: the document's age field, and how old it
+/// may be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgeLimit {
+    /// The field holding an RFC 3339 time or epoch seconds (dots nest).
+    pub field: String,
+    pub max_age_sec: u64,
+}
+
 /// One validated rule.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rule {
@@ -122,6 +135,8 @@ pub struct Rule {
     pub require_ttl: bool,
     /// Keys without a TTL or with a longer one are `bad_ttl`.
     pub ttl_max_sec: Option<u64>,
+    /// json: documents older than this are `stale`.
+    pub age: Option<AgeLimit>,
     /// This rule's own schedule; None uses `check-interval-sec`.
     pub interval_sec: Option<u64>,
 }
@@ -276,7 +291,7 @@ impl RuleSet {
 }
 
 /// The fields a rule may have, in the order the file format documents them.
-const RULE_FIELDS: [&str; 14] = [
+const RULE_FIELDS: [&str; 16] = [
     "name",
     "kind",
     "key",
@@ -291,6 +306,8 @@ const RULE_FIELDS: [&str; 14] = [
     "interval_sec",
     "ids_may_contain_colon",
     "ttl_max_sec",
+    "age_field",
+    "max_age_sec",
 ];
 
 /// Checks the document is `{"rules": [...]}` and returns the array.
@@ -388,6 +405,7 @@ fn rule_from_fields(name: String, fields: &[(String, JsonNode)]) -> Result<Rule,
             },
         },
         "presence" => RuleKind::Presence,
+        "json" => RuleKind::Json,
         other => {
             return Err(format!(
                 "unknown kind {} (expected {})",
@@ -396,7 +414,12 @@ fn rule_from_fields(name: String, fields: &[(String, JsonNode)]) -> Result<Rule,
             ))
         }
     };
-    for (field, owner) in [("window_ms", "window_sum"), ("field", "hash_field")] {
+    for (field, owner) in [
+        ("window_ms", "window_sum"),
+        ("field", "hash_field"),
+        ("age_field", "json"),
+        ("max_age_sec", "json"),
+    ] {
         if owner != kind.name() && lookup(fields, field).is_some() {
             return Err(format!(
                 "field '{field}' applies only to kind {owner}, not {}",
@@ -493,6 +516,29 @@ fn rule_from_fields(name: String, fields: &[(String, JsonNode)]) -> Result<Rule,
     let ttl_max_sec = lookup(fields, "ttl_max_sec")
         .map(|value| positive_integer("ttl_max_sec", value))
         .transpose()?;
+    let age = match (lookup(fields, "age_field"), lookup(fields, "max_age_sec")) {
+        (None, None) => None,
+        (Some(JsonNode::String(field)), Some(max)) if !field.is_empty() => Some(AgeLimit {
+            field: field.clone(),
+            max_age_sec: positive_integer("max_age_sec", max)?,
+        }),
+        (Some(JsonNode::String(_)), None) => {
+            return Err(
+                "field 'age_field' needs 'max_age_sec' (how old a document may be)".to_string(),
+            )
+        }
+        (None, Some(_)) => {
+            return Err(
+                "field 'max_age_sec' needs 'age_field' (the field holding the time)".to_string(),
+            )
+        }
+        (Some(other), _) => {
+            return Err(format!(
+                "field 'age_field' must be a non-empty string, got {}",
+                describe(other)
+            ))
+        }
+    };
 
     Ok(Rule {
         name,
@@ -505,6 +551,7 @@ fn rule_from_fields(name: String, fields: &[(String, JsonNode)]) -> Result<Rule,
         missing,
         require_ttl,
         ttl_max_sec,
+        age,
         interval_sec,
     })
 }
@@ -707,6 +754,7 @@ mod tests {
                 missing: MissingPolicy::Report,
                 require_ttl: true,
                 ttl_max_sec: Some(7200),
+                age: None,
                 interval_sec: Some(3600),
             }
         );
@@ -970,11 +1018,11 @@ mod tests {
             ),
             (
                 r#"{"name": "r", "kind": "foo", "key": "k:{id}", "truth": "q"}"#.to_string(),
-                "unknown kind 'foo' (expected number, window_sum, hash_field, presence)",
+                "unknown kind 'foo' (expected number, window_sum, hash_field, presence, json)",
             ),
             (
                 r#"{"name": "r", "kind": "Number", "key": "k:{id}", "truth": "q"}"#.to_string(),
-                "unknown kind 'Number' (expected number, window_sum, hash_field, presence)",
+                "unknown kind 'Number' (expected number, window_sum, hash_field, presence, json)",
             ),
             (
                 r#"{"name": "r", "kind": "number", "truth": "q"}"#.to_string(),

@@ -287,7 +287,7 @@ fn type_name(t: isize) -> &'static str {
     }
 }
 
-/// Reads many keys of one rule kind in one GIL hold. Number rules read their
+/// Reads many keys of one rule kind in one GIL hold. Number and json rules read their
 /// strings with one MGET for the whole batch: a call per key would cost more than
 /// everything else a check does.
 fn read_many(
@@ -296,7 +296,7 @@ fn read_many(
     kind: &RuleKind,
     window_start_ms: f64,
 ) -> Vec<CachedKey> {
-    if *kind != RuleKind::Number {
+    if !matches!(kind, RuleKind::Number | RuleKind::Json) {
         return names
             .iter()
             .map(|n| read_key(ctx, n, kind, window_start_ms))
@@ -455,7 +455,7 @@ fn read_key(ctx: &Context, name: &[u8], kind: &RuleKind, window_start_ms: f64) -
     };
     let value = match kind {
         RuleKind::Presence => CachedValue::Present,
-        RuleKind::Number if key_type == raw::REDISMODULE_KEYTYPE_STRING => {
+        RuleKind::Number | RuleKind::Json if key_type == raw::REDISMODULE_KEYTYPE_STRING => {
             read_string(ctx, &key, &keyname)
         }
         RuleKind::HashField { field } if key_type == raw::REDISMODULE_KEYTYPE_HASH => {

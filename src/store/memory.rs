@@ -109,7 +109,9 @@ impl MemoryStore {
         };
         let value = match (kind, &key.value) {
             (RuleKind::Presence, _) => CachedValue::Present,
-            (RuleKind::Number, MemoryValue::Str(s)) => CachedValue::Text(s.clone()),
+            (RuleKind::Number | RuleKind::Json, MemoryValue::Str(s)) => {
+                CachedValue::Text(s.clone())
+            }
             (RuleKind::HashField { field }, MemoryValue::Hash(h)) => h
                 .get(field.as_bytes())
                 .map_or(CachedValue::NoField, |v| CachedValue::Text(v.clone())),
@@ -372,6 +374,34 @@ pub mod fake_truth {
                     .map(|(id, v)| TruthRow {
                         id: id.to_string(),
                         value: v.map(str::to_string),
+                        named: Vec::new(),
+                    })
+                    .collect(),
+            );
+            self
+        }
+
+        /// Rows of rule `rule` with named columns (as the bridge returns a
+        /// truth read by name): `columns[0]` must be `id`.
+        pub fn with_named(
+            mut self,
+            rule: &str,
+            columns: &[&str],
+            rows: &[&[Option<&str>]],
+        ) -> FakeTruth {
+            assert_eq!(columns.first(), Some(&"id"));
+            let names: Vec<Arc<str>> = columns[1..].iter().map(|c| Arc::from(*c)).collect();
+            self.rows.insert(
+                rule.to_string(),
+                rows.iter()
+                    .map(|row| TruthRow {
+                        id: row[0].expect("an id").to_string(),
+                        value: None,
+                        named: names
+                            .iter()
+                            .cloned()
+                            .zip(row[1..].iter().map(|v| v.map(str::to_string)))
+                            .collect(),
                     })
                     .collect(),
             );
