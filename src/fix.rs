@@ -398,6 +398,10 @@ pub fn fix_ids<A: Access, T: TruthSource>(
             // delete would be reported against an arbitrary truth. Unlike an
             // unavailable truth, this is the rule's error, not a reason to clear.
             Ok(rows) => truths.push(to_map(rows, &rule.rule)?),
+            // A truth of the wrong shape (a column the template needs is
+            // missing) is the rule's error too: which keys are the id's, and
+            // which are orphans, is not known, so nothing is touched.
+            Err(e @ BridgeError::BadTruth(_)) => return Err(FixIdsError::BadTruth(e)),
             Err(e) => {
                 truth_error = Some(e);
                 truths.push(TruthMap::default());
@@ -579,6 +583,7 @@ pub enum FixIdsError {
     RewriteNeedsTruth(BridgeError),
     Fix(FixError),
     DuplicateId(DuplicateId),
+    BadTruth(BridgeError),
 }
 
 impl From<DuplicateId> for FixIdsError {
@@ -598,6 +603,7 @@ impl std::fmt::Display for FixIdsError {
             }
             FixIdsError::Fix(e) => write!(f, "{e}"),
             FixIdsError::DuplicateId(e) => write!(f, "{e}"),
+            FixIdsError::BadTruth(e) => write!(f, "{e}; nothing was changed"),
         }
     }
 }
