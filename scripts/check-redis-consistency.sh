@@ -237,10 +237,10 @@ trap 'rm -rf "$WORK"' EXIT
 
 # Records, one a line, fields separated by US (0x1f); null is "(nil)":
 #   S checked ids drifted rate max_diff max_diff_key truncated rounds duration_ms
-#     truth_ms drift invalid orphan missing no_ttl      (a check's fields)
+#     truth_ms drift invalid orphan missing no_ttl bad_ttl stale   (a check's fields)
 #   F dry_run truth changed skipped                      (a fix's fields)
 #   R rule checked drifted                               (by_rule)
-#   E rule id key status cached truth diff action        (entries)
+#   E rule id key status cached truth diff action field  (entries)
 PY_FLATTEN='
 import json, sys
 doc = json.loads(sys.stdin.read(), parse_float=str, parse_int=str)
@@ -258,14 +258,14 @@ if "checked" in doc:
     out("S", doc["checked"], doc["ids"], doc["drifted"], doc["rate"], doc["max_diff"],
         doc["max_diff_key"], doc["truncated"], doc["rounds"], doc["duration_ms"],
         doc["truth_ms"], b.get("drift", 0), b.get("invalid", 0), b.get("orphan", 0),
-        b.get("missing", 0), b.get("no_ttl", 0))
+        b.get("missing", 0), b.get("no_ttl", 0), b.get("bad_ttl", 0), b.get("stale", 0))
 if "changed" in doc:
     out("F", doc["dry_run"], doc.get("truth", ""), doc["changed"], doc["skipped"])
 for name, r in (doc.get("by_rule") or {}).items():
     out("R", name, r.get("checked"), r.get("drifted"))
 for e in doc.get("entries") or []:
     out("E", e.get("rule"), e.get("id"), e.get("key"), e.get("status", ""),
-        e.get("cached"), e.get("truth"), e.get("diff"), e.get("action", ""))
+        e.get("cached"), e.get("truth"), e.get("diff"), e.get("action", ""), e.get("field"))
 '
 JQ_FLATTEN='
 def t: if . == null then "(nil)"
@@ -275,11 +275,12 @@ def out: map(t) | join("\u001f");
 (if has("checked") then
    ["S", .checked, .ids, .drifted, .rate, .max_diff, .max_diff_key, .truncated, .rounds,
     .duration_ms, .truth_ms, (.by_status.drift // 0), (.by_status.invalid // 0),
-    (.by_status.orphan // 0), (.by_status.missing // 0), (.by_status.no_ttl // 0)] | out
+    (.by_status.orphan // 0), (.by_status.missing // 0), (.by_status.no_ttl // 0),
+    (.by_status.bad_ttl // 0), (.by_status.stale // 0)] | out
  else empty end),
 (if has("changed") then ["F", .dry_run, (.truth // ""), .changed, .skipped] | out else empty end),
 ((.by_rule // {}) | to_entries[] | ["R", .key, .value.checked, .value.drifted] | out),
-((.entries // [])[] | ["E", .rule, .id, .key, (.status // ""), .cached, .truth, .diff, (.action // "")] | out)
+((.entries // [])[] | ["E", .rule, .id, .key, (.status // ""), .cached, .truth, .diff, (.action // ""), .field] | out)
 '
 
 # flatten FILE.json > FILE.rec
@@ -341,10 +342,11 @@ show() {
 
 # print_entries NAME: one block per finding.
 print_entries() {
-    local rec=$1 kind rule id key status cached truth diff action
-    while IFS="$US" read -r kind rule id key status cached truth diff action; do
+    local rec=$1 kind rule id key status cached truth diff action field
+    while IFS="$US" read -r kind rule id key status cached truth diff action field; do
         [ "$kind" = E ] || continue
         warning "id $id cache inconsistent! rule $rule, $status: $key"
+        [ "$field" != "(nil)" ] && [ -n "$field" ] && printf '  - field:       %s\n' "$field"
         printf '  - database:    %s\n' "$(show "$truth" '(no row)')"
         printf '  - redis cache: %s\n' "$(show "$cached" '(absent)')"
         printf '  - difference:  %s\n' "$(show "$diff")"
@@ -379,7 +381,7 @@ print_summary() {
     max_key=$(field "$rec" S 6)
     truncated=$(field "$rec" S 7)
     local by_status
-    by_status=$(awk -F "$US" '$1 == "S" { printf "drift %s, invalid %s, orphan %s, missing %s, no_ttl %s", $12, $13, $14, $15, $16; exit }' "$WORK/$rec.rec")
+    by_status=$(awk -F "$US" '$1 == "S" { printf "drift %s, invalid %s, orphan %s, missing %s, no_ttl %s, bad_ttl %s, stale %s", $12, $13, $14, $15, $16, $17, $18; exit }' "$WORK/$rec.rec")
     local n_ids
     n_ids=$(drifted_ids "$rec" | wc -l | tr -d ' ')
 

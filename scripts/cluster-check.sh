@@ -115,7 +115,7 @@ for name in sorted(os.listdir(tmp)):
         print(f"cluster-check: {node}: {text}", file=sys.stderr)
         sys.exit(2)
 
-statuses = ["drift", "invalid", "orphan", "missing", "no_ttl"]
+statuses = ["drift", "invalid", "orphan", "missing", "no_ttl", "bad_ttl", "stale"]
 merged = {
     "checked": sum(r["checked"] for _, r in reports),
     # Ids are counted per shard: with hash-tagged templates an id lives on one shard.
@@ -140,7 +140,8 @@ merged["duration_ms"] = max((r["duration_ms"] for _, r in reports), default=0)
 merged["truth_ms"] = max((r["truth_ms"] for _, r in reports), default=0)
 entries = [e for _, r in reports for e in r["entries"]]
 # As one node sorts them: largest |diff| first, then the rest by rule and key.
-entries.sort(key=lambda e: (e["diff"] is None, -abs(e["diff"] or 0), e["rule"], e["key"], statuses.index(e["status"])))
+entries.sort(key=lambda e: (e["diff"] is None, -abs(e["diff"] or 0), e["rule"], e["key"], statuses.index(e["status"]),
+                            e.get("field") is not None, e.get("field") or ""))
 shown = entries[:limit]
 merged["truncated"] = merged["drifted"] - len(shown)
 merged["entries"] = shown
@@ -161,7 +162,8 @@ else:
     for e in shown:
         diff = "" if e["diff"] is None else f" diff {e['diff']:+g}"
         action = f" -> {e['action']}" if "action" in e else ""
-        print(f"  [{e['status']}] {e['key']} cache={e['cached']} truth={e['truth']}{diff}{action}")
+        field = f" field {e['field']}" if e.get("field") is not None else ""
+        print(f"  [{e['status']}] {e['key']}{field} cache={e['cached']} truth={e['truth']}{diff}{action}")
     if fix:
         print(f"changed {merged['changed']}, skipped {merged['skipped']}")
 

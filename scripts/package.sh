@@ -123,7 +123,8 @@ grep -q '^loadmodule /path/to/libredis_consistency\.so$' "$example" ||
 #   include $CONF
 #
 # then put your rules in /etc/redis/consistency-rules.json (an example is in
-# $DOC/examples/rules.example.json), set consistency.pg-url and
+# $DOC/examples/rules.example.json, and rules.seed004.example.json for JSON
+# caches), set consistency.pg-url and
 # consistency.rules-file below, and restart: systemctl restart redis-server
 #
 EOF
@@ -132,6 +133,7 @@ EOF
 chmod 0644 "$STAGE$CONF"
 
 install -m 0644 "$ROOT/rules.example.json" "$STAGE$DOC/examples/rules.example.json"
+install -m 0644 "$ROOT/rules.seed004.example.json" "$STAGE$DOC/examples/rules.seed004.example.json"
 install -m 0644 "$ROOT/LICENSE-APACHE" "$ROOT/LICENSE-MIT" "$STAGE$DOC/"
 gzip -9n <"$ROOT/README.md" >"$STAGE$DOC/README.md.gz"
 for doc in REFERENCE OPERATIONS; do

@@ -14,16 +14,23 @@ pub enum Status {
     Orphan,
     Missing,
     NoTtl,
+    BadTtl,
+    Stale,
 }
+
+/// How many statuses there are: `by_status` lists them all, zeros included.
+pub const STATUS_COUNT: usize = 7;
 
 impl Status {
     /// Every status, in the documented order.
-    pub const ALL: [Status; 5] = [
+    pub const ALL: [Status; STATUS_COUNT] = [
         Status::Drift,
         Status::Invalid,
         Status::Orphan,
         Status::Missing,
         Status::NoTtl,
+        Status::BadTtl,
+        Status::Stale,
     ];
 
     pub fn name(self) -> &'static str {
@@ -33,6 +40,8 @@ impl Status {
             Status::Orphan => "orphan",
             Status::Missing => "missing",
             Status::NoTtl => "no_ttl",
+            Status::BadTtl => "bad_ttl",
+            Status::Stale => "stale",
         }
     }
 
@@ -75,18 +84,23 @@ impl CachedValue {
     }
 }
 
-/// One cached key: its value and whether it carries a TTL.
+/// One cached key: its value and its TTL.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CachedKey {
     pub value: CachedValue,
-    pub has_ttl: bool,
+    /// Milliseconds left to live; None when the key has no TTL.
+    pub ttl_ms: Option<u64>,
 }
 
 impl CachedKey {
     pub const ABSENT: CachedKey = CachedKey {
         value: CachedValue::Absent,
-        has_ttl: false,
+        ttl_ms: None,
     };
+
+    pub fn has_ttl(&self) -> bool {
+        self.ttl_ms.is_some()
+    }
 
     pub fn is_present(&self) -> bool {
         self.value != CachedValue::Absent
@@ -171,6 +185,8 @@ pub struct DriftEntry {
     pub cached: Option<String>,
     pub truth: Option<String>,
     pub diff: Option<f64>,
+    /// The JSON field this entry is about (json rules), else None.
+    pub field: Option<String>,
     /// What the key held when this was found: a repair goes ahead only if the key
     /// still holds it.
     pub seen: CachedValue,
@@ -181,6 +197,9 @@ pub struct DriftEntry {
 pub struct Tolerance {
     pub threshold: f64,
     pub pct: Option<f64>,
+    /// The check's instant (epoch ms), which a json document's age is measured
+    /// from; 0 unless set with [`Tolerance::at`].
+    pub now_ms: i64,
     /// The same limits as exact decimals, converted once per check rather than
     /// per key; None when one does not convert (then f64 throughout).
     exact: Option<(Decimal, Option<Decimal>)>,
@@ -196,7 +215,14 @@ impl Tolerance {
             threshold,
             pct,
             exact: Decimal::from_f64(threshold).zip(exact_pct),
+            now_ms: 0,
         }
+    }
+
+    /// The same tolerance, ages measured at `now_ms`.
+    pub fn at(mut self, now_ms: i64) -> Tolerance {
+        self.now_ms = now_ms;
+        self
     }
 
     /// Drift needs |diff| > threshold, and also |diff| > pct% of |truth| when a
@@ -237,8 +263,23 @@ impl Tolerance {
 pub enum Truth<'a> {
     /// The truth query returned this id, with this value (None: SQL NULL).
     Known(Option<&'a str>),
+    /// json rules: the truth's row, `values[i]` being field `names[i]`.
+    Document {
+        names: &'a [std::sync::Arc<str>],
+        values: &'a [Option<String>],
+    },
     /// The truth query did not return this id.
     Unknown,
+}
+
+impl<'a> Truth<'a> {
+    /// The single value a report shows as `truth` (None for documents).
+    pub fn value(self) -> Option<&'a str> {
+        match self {
+            Truth::Known(v) => v,
+            Truth::Document { .. } | Truth::Unknown => None,
+        }
+    }
 }
 
 /// Parses a cached or true number strictly: finite, no surrounding space.
@@ -266,6 +307,8 @@ pub enum Verdict {
     BadTruth,
     /// Both sides are numbers: cached minus truth, and the truth.
     Compared { diff: Amount, truth: Amount },
+    /// A json document the truth knows: its fields are compared one by one.
+    Document,
 }
 
 /// Classifies one key of a rule of `kind` against its truth.
@@ -280,14 +323,22 @@ pub fn classify(kind: &RuleKind, id: &[u8], cached: &CachedValue, truth: Truth<'
     }
     let cached_number = match (kind, cached) {
         (RuleKind::Presence, _) => None,
+        (RuleKind::Json, CachedValue::Text(_)) => {
+            return match truth {
+                Truth::Unknown => Verdict::Orphan,
+                _ => Verdict::Document,
+            }
+        }
         (_, CachedValue::WrongType(_)) => return Verdict::Unreadable { wrong_type: true },
         (_, value) => match cached_amount(value) {
             Some(v) => Some(v),
             None => return Verdict::Unreadable { wrong_type: false },
         },
     };
-    let Truth::Known(value) = truth else {
-        return Verdict::Orphan;
+    let value = match truth {
+        Truth::Known(value) => value,
+        Truth::Document { .. } => None,
+        Truth::Unknown => return Verdict::Orphan,
     };
     let Some(cached_number) = cached_number else {
         return Verdict::Present;
@@ -311,10 +362,7 @@ pub fn compare_key(
     cached: &CachedKey,
     truth: Truth<'_>,
 ) -> Vec<DriftEntry> {
-    let truth_text = match truth {
-        Truth::Known(v) => v,
-        Truth::Unknown => None,
-    };
+    let truth_text = truth.value();
     let entry = |status, cached_text: Option<String>, diff| DriftEntry {
         rule: rule.name.clone(),
         id: id.to_vec(),
@@ -323,20 +371,34 @@ pub fn compare_key(
         cached: cached_text,
         truth: truth_text.map(str::to_string),
         diff,
+        field: None,
         seen: cached.value.clone(),
     };
     let verdict = classify(&rule.kind, id, &cached.value, truth);
     if verdict == Verdict::Absent {
-        let reported = matches!(truth, Truth::Known(_)) && rule.missing == MissingPolicy::Report;
+        let reported = truth != Truth::Unknown && rule.missing == MissingPolicy::Report;
         return if reported {
             vec![entry(Status::Missing, None, None)]
         } else {
             Vec::new()
         };
     }
+    if verdict == Verdict::Document {
+        let mut found: Vec<DriftEntry> = document_findings(rule, tolerance, cached, truth)
+            .into_iter()
+            .map(|f| DriftEntry {
+                truth: f.truth,
+                // The whole document (not an object) names no field.
+                field: (!f.field.is_empty()).then_some(f.field),
+                ..entry(f.status, f.cached, f.diff)
+            })
+            .collect();
+        found.extend(ttl_findings(rule, cached).map(|s| entry(s, cached.display(), None)));
+        return found;
+    }
     // The value's own finding comes first, then a missing TTL.
     let finding = match verdict {
-        Verdict::Absent | Verdict::Present => None,
+        Verdict::Absent | Verdict::Present | Verdict::Document => None,
         Verdict::BadId | Verdict::Unreadable { .. } | Verdict::BadTruth => {
             Some(entry(Status::Invalid, cached.display(), None))
         }
@@ -346,10 +408,70 @@ pub fn compare_key(
             .then(|| entry(Status::Drift, cached.display(), Some(diff.to_f64()))),
     };
     let mut found: Vec<DriftEntry> = finding.into_iter().collect();
-    if rule.require_ttl && !cached.has_ttl {
-        found.push(entry(Status::NoTtl, cached.display(), None));
-    }
+    found.extend(ttl_findings(rule, cached).map(|s| entry(s, cached.display(), None)));
     found
+}
+
+/// A json document against its truth row: invalid when it is not an object,
+/// stale when older than the rule allows (whatever the fields say), else one
+/// finding per differing or absent field. An invalid document has no field.
+fn document_findings(
+    rule: &Rule,
+    tolerance: Tolerance,
+    cached: &CachedKey,
+    truth: Truth<'_>,
+) -> Vec<crate::compare_json::FieldFinding> {
+    use crate::compare_json::{age_field_ms, compare_fields, Document, FieldFinding};
+    let CachedValue::Text(bytes) = &cached.value else {
+        return Vec::new();
+    };
+    let whole = |status| FieldFinding {
+        status,
+        field: String::new(),
+        cached: cached.display(),
+        truth: None,
+        diff: None,
+    };
+    let Some(doc) = Document::parse(bytes) else {
+        return vec![whole(Status::Invalid)];
+    };
+    if let Some(age) = &rule.age {
+        let value = doc.get(&age.field);
+        let at = value.as_ref().and_then(age_field_ms);
+        let finding = |status| FieldFinding {
+            status,
+            field: age.field.clone(),
+            cached: value.as_ref().map(|v| v.text()),
+            truth: None,
+            diff: None,
+        };
+        match at {
+            None => return vec![finding(Status::Invalid)],
+            Some(at) if tolerance.now_ms - at > (age.max_age_sec as i64).saturating_mul(1000) => {
+                return vec![finding(Status::Stale)]
+            }
+            Some(_) => {}
+        }
+    }
+    let Truth::Document { names, values } = truth else {
+        return Vec::new();
+    };
+    compare_fields(&doc, names, values, tolerance)
+}
+
+/// What a present key's TTL earns: `no_ttl` without one where the rule
+/// requires one, `bad_ttl` without one or above the rule's `ttl_max_sec` (a
+/// key cached without its TTL never refreshes). The two options are
+/// independent, so a key without a TTL under both gets both.
+pub fn ttl_findings(rule: &Rule, cached: &CachedKey) -> impl Iterator<Item = Status> {
+    let no_ttl = rule.require_ttl && !cached.has_ttl();
+    let bad_ttl = rule
+        .ttl_max_sec
+        .is_some_and(|max| cached.ttl_ms.is_none_or(|ms| ms > max.saturating_mul(1000)));
+    [(no_ttl, Status::NoTtl), (bad_ttl, Status::BadTtl)]
+        .into_iter()
+        .filter(|(found, _)| *found)
+        .map(|(_, status)| status)
 }
 
 /// The number a cached value holds, if it holds one that can be read: a STRING
@@ -450,7 +572,7 @@ mod tests {
     fn text(v: &str) -> CachedKey {
         CachedKey {
             value: CachedValue::Text(v.as_bytes().to_vec()),
-            has_ttl: true,
+            ttl_ms: Some(3_600_000),
         }
     }
 
@@ -593,7 +715,7 @@ mod tests {
         s.add_member(b"1732100000000:req-1:0.2");
         let window = CachedKey {
             value: s.finish(),
-            has_ttl: true,
+            ttl_ms: Some(3_600_000),
         };
         assert_eq!(window.display().as_deref(), Some("0.3"));
         let w = rule(
@@ -661,7 +783,7 @@ mod tests {
         }
         let wrong = CachedKey {
             value: CachedValue::WrongType("hash"),
-            has_ttl: false,
+            ttl_ms: None,
         };
         let found = compare_key(&r, tol(), b"4", b"k:4", &wrong, Truth::Known(Some("1")));
         assert_eq!(statuses(&found), vec![Status::Invalid]);
@@ -730,7 +852,7 @@ mod tests {
         let r = rule(r#""kind":"presence","truth":"SELECT id FROM t""#);
         let present = CachedKey {
             value: CachedValue::Present,
-            has_ttl: false,
+            ttl_ms: None,
         };
         assert!(compare_key(&r, tol(), b"a", b"k:a", &present, Truth::Known(None)).is_empty());
         let found = compare_key(&r, tol(), b"a", b"k:a", &present, Truth::Unknown);
@@ -751,7 +873,7 @@ mod tests {
         let mut r = number_rule();
         r.require_ttl = true;
         let mut key = text("50");
-        key.has_ttl = false;
+        key.ttl_ms = None;
         let found = compare_key(&r, tol(), b"4", b"k:4", &key, Truth::Known(Some("1")));
         assert_eq!(statuses(&found), vec![Status::Drift, Status::NoTtl]);
         let found = compare_key(&r, tol(), b"4", b"k:4", &key, Truth::Known(Some("50")));
@@ -759,11 +881,55 @@ mod tests {
     }
 
     #[test]
+    fn ttl_max_sec_bounds_the_ttl() {
+        let r = rule(r#""kind":"number","truth":"SELECT 1, 2","ttl_max_sec":600"#);
+        let with_ttl = |ms: Option<u64>| CachedKey {
+            value: CachedValue::Text(b"5".to_vec()),
+            ttl_ms: ms,
+        };
+        let judge = |key: &CachedKey, truth: &str| {
+            statuses(&compare_key(
+                &r,
+                tol(),
+                b"4",
+                b"k:4",
+                key,
+                Truth::Known(Some(truth)),
+            ))
+        };
+        // At the bound is fine; a millisecond above, or no TTL at all, is not.
+        assert_eq!(judge(&with_ttl(Some(600_000)), "5"), vec![]);
+        assert_eq!(judge(&with_ttl(Some(1)), "5"), vec![]);
+        assert_eq!(judge(&with_ttl(Some(600_001)), "5"), vec![Status::BadTtl]);
+        assert_eq!(judge(&with_ttl(None), "5"), vec![Status::BadTtl]);
+        // The value's own finding comes first.
+        assert_eq!(
+            judge(&with_ttl(None), "50"),
+            vec![Status::Drift, Status::BadTtl]
+        );
+        // Absent keys have no TTL to judge.
+        assert_eq!(judge(&CachedKey::ABSENT, "5"), vec![]);
+        // With require_ttl too, a key without a TTL earns both.
+        let mut both = r.clone();
+        both.require_ttl = true;
+        let found = compare_key(
+            &both,
+            tol(),
+            b"4",
+            b"k:4",
+            &with_ttl(None),
+            Truth::Known(Some("5")),
+        );
+        assert_eq!(statuses(&found), vec![Status::NoTtl, Status::BadTtl]);
+        assert!(found.iter().all(|e| e.field.is_none() && e.diff.is_none()));
+    }
+
+    #[test]
     fn hash_without_field_counts_as_missing() {
         let mut r = rule(r#""kind":"hash_field","field":"f","truth":"SELECT 1, 2""#);
         let key = CachedKey {
             value: CachedValue::NoField,
-            has_ttl: true,
+            ttl_ms: Some(3_600_000),
         };
         assert!(compare_key(&r, tol(), b"1", b"k:1", &key, Truth::Known(Some("2"))).is_empty());
         r.missing = MissingPolicy::Report;
@@ -806,7 +972,7 @@ mod tests {
                 sum: exact("1"),
                 unparsed: Some(b"oops".to_vec()),
             },
-            has_ttl: true,
+            ttl_ms: Some(3_600_000),
         };
         let found = compare_key(&r, tol(), b"1", b"k:1", &key, Truth::Known(Some("1")));
         assert_eq!(statuses(&found), vec![Status::Invalid]);

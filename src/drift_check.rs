@@ -2,7 +2,6 @@
 //! comparison, then verification rounds that re-query and re-read only what
 //! drifted, so writes in flight raise no false alarm.
 
-use std::collections::hash_map::Entry;
 use std::collections::HashSet;
 
 use crate::fast_hash::{FastMap, FastSet};
@@ -13,12 +12,12 @@ use consistency_bridge::{BridgeError, PgPool, TruthRow};
 
 use crate::cluster::SlotSet;
 use crate::compare::{compare_key, CachedKey, DriftEntry, Tolerance, Truth};
-use crate::reply::bytes_as_text;
 use crate::report::{CheckReport, RuleTally};
-use crate::rules::{Rule, RuleKind};
+use crate::rules::RuleKind;
 use crate::state::LoadedRule;
 use crate::stats;
 use crate::store::{Access, Expired, Keyspace};
+pub use crate::truth_map::{key_of_slot, slot_of, to_map, DuplicateId, TruthMap};
 
 /// Where the truth comes from: the pool on a worker, or a direct connection on
 /// the main thread (scripts).
@@ -74,7 +73,13 @@ impl PoolTruth {
             run(&mut conn)
         });
         record_truth(started, &result);
-        result
+        // A truth of the wrong shape is the rule's problem: say which rule.
+        result.map_err(|e| match e {
+            BridgeError::BadTruth(why) => {
+                BridgeError::BadTruth(format!("rule '{}': {why}", rule.rule.name))
+            }
+            other => other,
+        })
     }
 }
 
@@ -226,53 +231,8 @@ impl std::fmt::Display for CheckError {
     }
 }
 
-/// The truth of one rule, by id.
-/// Keyed by the id's bytes, so cache ids look up without a UTF-8 check.
-pub type TruthMap = FastMap<Vec<u8>, Option<String>>;
-/// The cache of one rule, by id.
+/// The cache of one rule, by slot (see [`slot_of`]): the key and what it holds.
 type CacheMap = FastMap<Vec<u8>, (Vec<u8>, CachedKey)>;
-
-/// A valued rule's truth returned one id twice: which row is the truth would
-/// depend on row order, so the rule is in error rather than either row taken.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DuplicateId {
-    pub rule: String,
-    pub id: String,
-}
-
-impl std::fmt::Display for DuplicateId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "truth of rule '{}' returned id '{}' twice",
-            self.rule, self.id
-        )
-    }
-}
-
-/// The truth rows of `rule` by id. A presence rule's rows carry no value, so a
-/// repeated id there changes no verdict (a truth listing sessions may repeat a
-/// user) and is taken once.
-pub fn to_map(rows: Vec<TruthRow>, rule: &Rule) -> Result<TruthMap, DuplicateId> {
-    let valued = rule.kind != RuleKind::Presence;
-    let mut map = TruthMap::default();
-    map.reserve(rows.len());
-    for row in rows {
-        match map.entry(row.id.into_bytes()) {
-            Entry::Vacant(slot) => {
-                slot.insert(row.value);
-            }
-            Entry::Occupied(slot) if valued => {
-                return Err(DuplicateId {
-                    rule: rule.name.clone(),
-                    id: bytes_as_text(slot.key()),
-                })
-            }
-            Entry::Occupied(_) => {}
-        }
-    }
-    Ok(map)
-}
 
 /// The instant a window_sum rule's window starts, shared by SQL and ZSET.
 pub fn window_start(rule: &LoadedRule, now: SystemTime) -> Option<SystemTime> {
@@ -353,6 +313,7 @@ impl<A: Access, T: TruthSource> Run<'_, A, T> {
                 .effective_threshold(self.plan.default_threshold, self.plan.threshold_override),
             rule.rule.threshold_pct,
         )
+        .at(epoch_ms(Some(self.plan.now)) as i64)
     }
 
     /// Round one over the whole keyspace: the truth queries run on their own
@@ -391,22 +352,29 @@ impl<A: Access, T: TruthSource> Run<'_, A, T> {
         if !self.slots.is_all() {
             // In a cluster, ids whose key lives on another shard are that shard's.
             for (rule, truth) in rules.iter().zip(&mut truths) {
-                truth.retain(|id, _| self.slots.owns_key(&rule.rule.key.key_for(id)));
+                truth.retain(|slot| self.slots.owns_key(&key_of_slot(&rule.rule, slot).0));
             }
         }
 
         let mut entries = Vec::new();
         let mut tallies = Vec::new();
-        // Distinct ids across rules; with one rule they are counted, not collected.
-        let single = rules.len() == 1;
+        // Distinct ids across rules; with one rule whose keys are named by id
+        // alone they are counted, not collected.
+        let single = rules.len() == 1 && !rules[0].rule.key.is_multi();
         let mut ids: FastSet<&[u8]> = FastSet::default();
         let mut distinct = 0u64;
         for ((rule, truth), cache) in rules.iter().zip(&truths).zip(&caches) {
             let tolerance = self.tolerance(rule);
+            let template = &rule.rule.key;
             let mut checked = cache.len() as u64;
             let mut known_in_cache = 0u64;
-            for (id, (key, cached)) in cache {
-                let t = lookup(truth, id);
+            for (slot, (key, cached)) in cache {
+                let id = if template.is_multi() {
+                    template.id_of(key).unwrap_or_default()
+                } else {
+                    slot.as_slice()
+                };
+                let t = truth.lookup(slot);
                 known_in_cache += u64::from(t != Truth::Unknown);
                 entries.extend(compare_key(&rule.rule, tolerance, id, key, cached, t));
                 if !single {
@@ -416,19 +384,22 @@ impl<A: Access, T: TruthSource> Run<'_, A, T> {
             distinct += cache.len() as u64 + truth.len() as u64 - known_in_cache;
             let missing = reports_missing(rule);
             if missing || !single {
-                for (id, value) in truth {
-                    let id = id.as_slice();
+                for (slot, t) in truth.iter() {
                     if !single {
+                        let id = if template.is_multi() {
+                            template.id_of(slot).unwrap_or_default()
+                        } else {
+                            slot
+                        };
                         ids.insert(id);
                     }
-                    if missing && !cache.contains_key(id) {
+                    if missing && !cache.contains_key(slot) {
                         checked += 1;
-                        let key = rule.rule.key.key_for(id);
-                        let t = Truth::Known(value.as_deref());
+                        let (key, id) = key_of_slot(&rule.rule, slot);
                         entries.extend(compare_key(
                             &rule.rule,
                             tolerance,
-                            id,
+                            &id,
                             &key,
                             &CachedKey::ABSENT,
                             t,
@@ -448,15 +419,21 @@ impl<A: Access, T: TruthSource> Run<'_, A, T> {
         Ok((entries, tallies, distinct))
     }
 
-    /// Round one for given ids: truth for just those ids, keys read by name.
+    /// Round one for given ids: truth for just those ids, keys read by name
+    /// (and, for templates with several placeholders, found by one scan).
     fn ids_round(&mut self) -> Result<(Vec<DriftEntry>, Vec<RuleTally>, u64), CheckError> {
-        let targets: Vec<(usize, Vec<Vec<u8>>)> = (0..self.plan.rules.len())
-            .map(|i| (i, self.plan.ids.clone()))
+        let rules = &self.plan.rules;
+        let scanned = keys_of_ids(self.access, rules, &self.plan.ids, self.plan.scan_batch)?;
+        let targets: Vec<Target> = (0..rules.len())
+            .zip(scanned)
+            .map(|(i, keys)| Target {
+                rule: i,
+                ids: self.plan.ids.clone(),
+                keys,
+            })
             .collect();
         let (entries, checked) = self.check_ids(&targets, true, false)?;
-        let tallies = self
-            .plan
-            .rules
+        let tallies = rules
             .iter()
             .zip(checked)
             .map(|(rule, checked)| RuleTally {
@@ -473,27 +450,51 @@ impl<A: Access, T: TruthSource> Run<'_, A, T> {
     /// A verification round: re-query and re-read what the last round found, and
     /// keep only what is still wrong.
     fn verify(&mut self, found: &[DriftEntry]) -> Result<Vec<DriftEntry>, CheckError> {
-        let mut targets: Vec<(usize, Vec<Vec<u8>>)> = Vec::new();
+        let mut targets: Vec<Target> = Vec::new();
         for (i, rule) in self.plan.rules.iter().enumerate() {
             let mut seen = HashSet::new();
-            let ids: Vec<Vec<u8>> = found
-                .iter()
-                .filter(|e| e.rule == rule.rule.name && seen.insert(e.id.as_slice()))
+            let mut seen_keys = HashSet::new();
+            let mine = || found.iter().filter(|e| e.rule == rule.rule.name);
+            let ids: Vec<Vec<u8>> = mine()
+                .filter(|e| seen.insert(e.id.as_slice()))
                 .map(|e| e.id.clone())
                 .collect();
+            // Keys named by more than the id are re-read by name.
+            let keys: Vec<Vec<u8>> = if rule.rule.key.is_multi() {
+                mine()
+                    .filter(|e| seen_keys.insert(e.key.as_slice()))
+                    .map(|e| e.key.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            };
             if !ids.is_empty() {
-                targets.push((i, ids));
+                targets.push(Target { rule: i, ids, keys });
             }
         }
         let (entries, _) = self.check_ids(&targets, false, true)?;
         // A finding that was not there before is not verified: keep what persists.
-        let before: HashSet<(&str, &[u8], _)> = found
+        let before: HashSet<(&str, &[u8], _, Option<&str>)> = found
             .iter()
-            .map(|e| (e.rule.as_str(), e.key.as_slice(), e.status))
+            .map(|e| {
+                (
+                    e.rule.as_str(),
+                    e.key.as_slice(),
+                    e.status,
+                    e.field.as_deref(),
+                )
+            })
             .collect();
         Ok(entries
             .into_iter()
-            .filter(|e| before.contains(&(e.rule.as_str(), e.key.as_slice(), e.status)))
+            .filter(|e| {
+                before.contains(&(
+                    e.rule.as_str(),
+                    e.key.as_slice(),
+                    e.status,
+                    e.field.as_deref(),
+                ))
+            })
             .collect())
     }
 
@@ -507,41 +508,46 @@ impl<A: Access, T: TruthSource> Run<'_, A, T> {
     /// in flight raise no false alarm however long the query takes.
     fn check_ids(
         &mut self,
-        targets: &[(usize, Vec<Vec<u8>>)],
+        targets: &[Target],
         count: bool,
         bracket: bool,
     ) -> Result<(Vec<DriftEntry>, Vec<u64>), CheckError> {
         let now = self.plan.now;
         let mut entries = Vec::new();
         let mut checked = vec![0; self.plan.rules.len()];
-        for (i, ids) in targets {
-            let rule = &self.plan.rules[*i];
-            // Keys of slots another shard serves are not ours to check.
-            let local_ids;
-            let ids = if self.slots.is_all() {
-                ids
-            } else {
-                local_ids = ids
-                    .iter()
-                    .filter(|id| self.slots.owns_key(&rule.rule.key.key_for(id)))
-                    .cloned()
-                    .collect::<Vec<_>>();
-                &local_ids
-            };
+        for target in targets {
+            let rule = &self.plan.rules[target.rule];
+            let template = &rule.rule.key;
             let window = window_start(rule, now);
-            let text_ids = sendable_ids(ids);
-            let keys: Vec<Vec<u8>> = ids.iter().map(|id| rule.rule.key.key_for(id)).collect();
-            let read = |access: &A| {
+            let text_ids = sendable_ids(&target.ids);
+            // (id, key) pairs: one per id, or the keys found for the ids.
+            let mut keys: Vec<(Vec<u8>, Vec<u8>)> = if template.is_multi() {
+                target
+                    .keys
+                    .iter()
+                    .map(|k| (template.id_of(k).unwrap_or_default().to_vec(), k.clone()))
+                    .collect()
+            } else {
+                target
+                    .ids
+                    .iter()
+                    .map(|id| (id.clone(), template.key_for(id)))
+                    .collect()
+            };
+            // Keys of slots another shard serves are not ours to check.
+            keys.retain(|(_, key)| self.slots.owns_key(key));
+            let read = |access: &A, keys: &[(Vec<u8>, Vec<u8>)]| {
+                let names: Vec<Vec<u8>> = keys.iter().map(|(_, k)| k.clone()).collect();
                 read_keys(
                     access,
-                    &keys,
+                    &names,
                     &rule.rule.kind,
                     epoch_ms(window),
                     self.plan.scan_batch,
                 )
             };
             let earlier = if bracket {
-                Some(read(self.access)?)
+                Some(read(self.access, &keys)?)
             } else {
                 None
             };
@@ -552,21 +558,31 @@ impl<A: Access, T: TruthSource> Run<'_, A, T> {
                 to_map(self.truth.ids(rule, &text_ids, window)?, &rule.rule)?
             };
             self.truth_time += started.elapsed();
-            let cached = read(self.access)?;
+            if template.is_multi() && !bracket {
+                // The truth's keys for these ids that no scan found: missing.
+                let known: HashSet<Vec<u8>> = keys.iter().map(|(_, k)| k.clone()).collect();
+                for (slot, _) in truth.iter() {
+                    if !known.contains(slot) && self.slots.owns_key(slot) {
+                        let (key, id) = key_of_slot(&rule.rule, slot);
+                        keys.push((id, key));
+                    }
+                }
+            }
+            let cached = read(self.access, &keys)?;
             let tolerance = self.tolerance(rule);
-            for (n, ((id, key), cached)) in ids.iter().zip(&keys).zip(&cached).enumerate() {
-                let t = lookup(&truth, id);
+            for (n, ((id, key), cached)) in keys.iter().zip(&cached).enumerate() {
+                let t = truth.lookup(slot_of(&rule.rule, id, key));
                 if count && (cached.is_present() || (reports_missing(rule) && t != Truth::Unknown))
                 {
-                    checked[*i] += 1;
+                    checked[target.rule] += 1;
                 }
                 let mut found = compare_key(&rule.rule, tolerance, id, key, cached, t);
                 if let Some(earlier) = &earlier {
                     let before = compare_key(&rule.rule, tolerance, id, key, &earlier[n], t);
                     found.retain(|e| {
-                        before
-                            .iter()
-                            .any(|b| b.status == e.status && same_side(b.diff, e.diff))
+                        before.iter().any(|b| {
+                            b.status == e.status && b.field == e.field && same_side(b.diff, e.diff)
+                        })
                     });
                 }
                 entries.extend(found);
@@ -574,6 +590,14 @@ impl<A: Access, T: TruthSource> Run<'_, A, T> {
         }
         Ok((entries, checked))
     }
+}
+
+/// What one rule's part of an id-scoped round looks at.
+struct Target {
+    rule: usize,
+    ids: Vec<Vec<u8>>,
+    /// Templates with several placeholders: the keys found for the ids.
+    keys: Vec<Vec<u8>>,
 }
 
 /// Whether two findings' diffs (if any) lie on the same side of the truth.
@@ -599,13 +623,6 @@ pub fn sendable_ids(ids: &[Vec<u8>]) -> Vec<String> {
         .collect()
 }
 
-pub fn lookup<'t>(truth: &'t TruthMap, id: &[u8]) -> Truth<'t> {
-    match truth.get(id) {
-        Some(value) => Truth::Known(value.as_deref()),
-        None => Truth::Unknown,
-    }
-}
-
 /// One pass over the keyspace serving every rule: each key name is matched against
 /// every rule's template, and matching keys are read in the same GIL hold.
 fn scan_caches<A: Access>(
@@ -617,8 +634,8 @@ fn scan_caches<A: Access>(
     let window_ms: Vec<f64> = windows.iter().map(|w| epoch_ms(*w)).collect();
     let mut caches: Vec<CacheMap> = rules.iter().map(|_| CacheMap::default()).collect();
     let mut scan = access.hold(|ks| ks.new_cursor());
-    // (rule index, key name, id length): the matches of one slice.
-    let mut matched: Vec<(usize, Vec<u8>, usize)> = Vec::with_capacity(batch);
+    // (rule index, key name, slot): the matches of one slice.
+    let mut matched: Vec<(usize, Vec<u8>, Vec<u8>)> = Vec::with_capacity(batch);
     let mut more = true;
     while more {
         matched.clear();
@@ -626,7 +643,8 @@ fn scan_caches<A: Access>(
             more = ks.scan(&mut scan, batch, &mut |name| {
                 for (i, rule) in rules.iter().enumerate() {
                     if let Some(id) = rule.rule.key.id_of(name) {
-                        matched.push((i, name.to_vec(), id.len()));
+                        let slot = slot_of(&rule.rule, id, name).to_vec();
+                        matched.push((i, name.to_vec(), slot));
                     }
                 }
             });
@@ -644,13 +662,11 @@ fn scan_caches<A: Access>(
         });
         // The maps grow outside the lock: rehashing a large map takes
         // milliseconds that Redis must not wait for.
-        for (i, (rule, values)) in rules.iter().zip(values).enumerate() {
-            let start = rule.rule.key.prefix().len();
-            let slots = matched.iter().filter(|(r, _, _)| *r == i);
-            for ((_, name, id_len), cached) in slots.zip(values) {
+        for (i, values) in values.into_iter().enumerate() {
+            let slots = matched.iter_mut().filter(|(r, _, _)| *r == i);
+            for ((_, name, slot), cached) in slots.zip(values) {
                 if cached.is_present() {
-                    let id = name[start..start + id_len].to_vec();
-                    caches[i].insert(id, (name.clone(), cached));
+                    caches[i].insert(std::mem::take(slot), (name.clone(), cached));
                 }
             }
         }
@@ -659,6 +675,48 @@ fn scan_caches<A: Access>(
         }
     }
     Ok(caches)
+}
+
+/// For each rule, the keys of `ids` when its template has several
+/// placeholders (one scan of the keyspace serves them all); nothing for the
+/// other rules, whose keys are named by the id alone. No scan without such a
+/// rule.
+pub fn keys_of_ids<A: Access>(
+    access: &A,
+    rules: &[Arc<LoadedRule>],
+    ids: &[Vec<u8>],
+    batch: usize,
+) -> Result<Vec<Vec<Vec<u8>>>, Expired> {
+    let mut found: Vec<Vec<Vec<u8>>> = rules.iter().map(|_| Vec::new()).collect();
+    if !rules.iter().any(|r| r.rule.key.is_multi()) || ids.is_empty() {
+        return Ok(found);
+    }
+    let wanted: HashSet<&[u8]> = ids.iter().map(Vec::as_slice).collect();
+    let mut scan = access.hold(|ks| ks.new_cursor());
+    let mut more = true;
+    while more {
+        access.hold(|ks| {
+            more = ks.scan(&mut scan, batch, &mut |name| {
+                for (i, rule) in rules.iter().enumerate() {
+                    let template = &rule.rule.key;
+                    if template.is_multi()
+                        && template.id_of(name).is_some_and(|id| wanted.contains(id))
+                    {
+                        found[i].push(name.to_vec());
+                    }
+                }
+            });
+        });
+        if more {
+            access.between_slices()?;
+        }
+    }
+    // A key the scan returned twice counts once.
+    for keys in &mut found {
+        keys.sort_unstable();
+        keys.dedup();
+    }
+    Ok(found)
 }
 
 /// Reads keys by name, `batch` per hold.
@@ -683,7 +741,7 @@ pub fn read_keys<A: Access>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::RuleSet;
+    use crate::rules::{Rule, RuleSet};
 
     fn rule(kind_json: &str) -> Rule {
         let json =
@@ -695,6 +753,7 @@ mod tests {
         TruthRow {
             id: id.into(),
             value: value.map(str::to_string),
+            named: Vec::new(),
         }
     }
 
@@ -703,15 +762,17 @@ mod tests {
         let number = rule(r#""kind":"number","truth":"SELECT 1, 2""#);
         let map = to_map(vec![row("4", Some("1.0")), row("5", None)], &number).unwrap();
         assert_eq!(map.len(), 2);
-        assert_eq!(map[b"4".as_slice()].as_deref(), Some("1.0"));
-        assert_eq!(map[b"5".as_slice()], None);
+        assert_eq!(map.lookup(b"4"), Truth::Known(Some("1.0")));
+        assert_eq!(map.lookup(b"5"), Truth::Known(None));
+        assert_eq!(map.lookup(b"6"), Truth::Unknown);
         let twice = vec![row("4", Some("1.0")), row("5", None), row("4", Some("2.0"))];
         let err = to_map(twice, &number).unwrap_err();
         assert_eq!(
             err,
             DuplicateId {
                 rule: "cost_weekly".into(),
-                id: "4".into()
+                id: "4".into(),
+                key: None,
             }
         );
         assert_eq!(
@@ -804,7 +865,7 @@ mod run_tests {
             b"u:4:w".to_vec(),
             MemoryKey {
                 value: MemoryValue::Str(b"4".to_vec()),
-                has_ttl: false,
+                ttl_ms: None,
             },
         ); // no_ttl
         let at = NOW_MS as f64;
@@ -924,5 +985,178 @@ mod run_tests {
         let access = MemoryAccess::new(MemoryStore::default());
         let err = run_check(&plan(rules, 5.0), &access, &mut truth).unwrap_err();
         assert_eq!(err.to_string(), "postgres unavailable: connection refused");
+    }
+}
+
+/// Real layouts over the in-memory keyspace: json documents, staleness and
+/// templates with several placeholders.
+#[cfg(test)]
+mod layout_tests {
+    use std::collections::BTreeSet;
+    use std::sync::atomic::Ordering;
+
+    use super::run_tests::plan;
+    use super::*;
+    use crate::compare::Status;
+    use crate::store::memory::fake_truth::{rules, FakeTruth};
+    use crate::store::memory::{MemoryAccess, MemoryStore};
+
+    /// (key, status, field) of every entry.
+    fn found(report: &CheckReport) -> BTreeSet<(String, Status, Option<String>)> {
+        report
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    String::from_utf8_lossy(&e.key).into_owned(),
+                    e.status,
+                    e.field.clone(),
+                )
+            })
+            .collect()
+    }
+
+    fn f(key: &str, status: Status, field: Option<&str>) -> (String, Status, Option<String>) {
+        (key.into(), status, field.map(str::to_string))
+    }
+
+    const STATS: &str = r#"[{"name": "stats", "kind": "json", "key": "p:{id}:stats", "truth": "x",
+        "age_field": "cached_at", "max_age_sec": 3600}]"#;
+
+    /// 1_700_000_000 s is the plan's now.
+    fn doc(total: &str, title: &str, cached_at: &str) -> String {
+        format!(
+            r#"{{"total_members": {total}, "title": "{title}", "stats": {{"rate": 0.85}}, "cached_at": {cached_at}}}"#
+        )
+    }
+
+    fn stats_truth() -> FakeTruth {
+        let row =
+            |id| -> Vec<Option<&str>> { vec![Some(id), Some("150"), Some("Run"), Some("0.85")] };
+        let rows: Vec<Vec<Option<&str>>> = ["1", "2", "3", "4", "5", "6", "7"].map(row).to_vec();
+        let rows: Vec<&[Option<&str>]> = rows.iter().map(Vec::as_slice).collect();
+        FakeTruth::default().with_named(
+            "stats",
+            &["id", "total_members", "title", "stats.rate"],
+            &rows,
+        )
+    }
+
+    #[test]
+    fn json_documents_are_compared_field_by_field() {
+        let fresh = "1699999000"; // 1000 s old
+        let mut store = MemoryStore::default();
+        store.set("p:1:stats", &doc("150", "Run", fresh)); // consistent
+        store.set("p:2:stats", &doc("170", "Run", fresh)); // drift of 20
+        store.set("p:3:stats", &doc("150", "Walk", fresh)); // string differs
+        store.set(
+            "p:4:stats",
+            r#"{"total_members": 150, "title": "Run", "stats": {}, "cached_at": 1699999000}"#,
+        ); // nested field lacking
+        store.set("p:5:stats", "not json"); // not an object
+        store.set("p:6:stats", &doc("999", "Run", "\"2023-11-14T20:13:20Z\"")); // 3600 s + 1 old: stale
+        store.set("p:7:stats", &doc("150", "Run", "1699996399")); // 3601 s old: stale
+        store.set("p:9:stats", &doc("150", "Run", fresh)); // orphan
+        let access = MemoryAccess::new(store);
+        let report = run_check(&plan(rules(STATS), 5.0), &access, &mut stats_truth()).unwrap();
+        assert_eq!(
+            found(&report),
+            BTreeSet::from([
+                f("p:2:stats", Status::Drift, Some("total_members")),
+                f("p:3:stats", Status::Drift, Some("title")),
+                f("p:4:stats", Status::Invalid, Some("stats.rate")),
+                f("p:5:stats", Status::Invalid, None),
+                f("p:6:stats", Status::Stale, Some("cached_at")),
+                f("p:7:stats", Status::Stale, Some("cached_at")),
+                f("p:9:stats", Status::Orphan, None),
+            ])
+        );
+        let drift = report
+            .entries
+            .iter()
+            .find(|e| e.status == Status::Drift)
+            .unwrap();
+        assert_eq!(
+            (drift.cached.as_deref(), drift.truth.as_deref(), drift.diff),
+            (Some("170"), Some("150"), Some(20.0))
+        );
+        assert_eq!(report.by_status()[Status::Stale.index()], 2);
+    }
+
+    #[test]
+    fn a_document_rewritten_during_the_check_raises_nothing() {
+        let rules = rules(STATS);
+        let mut store = MemoryStore::default();
+        store.set("p:2:stats", &doc("170", "Run", "1699999000"));
+        let truth = stats_truth();
+        let verifying = Arc::clone(&truth.id_queries);
+        let mut truth = truth;
+        let access = MemoryAccess::new(store);
+        // The application refreshes the document once round one is over.
+        access.between_holds(move |store, _| {
+            if verifying.load(Ordering::SeqCst) > 0 {
+                store.set("p:2:stats", &doc("150", "Run", "1699999900"));
+            }
+        });
+        let report = run_check(&plan(rules.clone(), 5.0), &access, &mut truth).unwrap();
+        assert!(report.entries.is_empty(), "{:?}", report.entries);
+
+        // Twin without verification: the drift stands.
+        let mut store = MemoryStore::default();
+        store.set("p:2:stats", &doc("170", "Run", "1699999000"));
+        let mut one_round = plan(rules, 5.0);
+        one_round.verify_rounds = 1;
+        let report = run_check(&one_round, &MemoryAccess::new(store), &mut stats_truth()).unwrap();
+        assert_eq!(report.entries.len(), 1);
+    }
+
+    const DAILY: &str = r#"[{"name": "daily", "kind": "number", "key": "key:{id}:cost_daily_{reset}",
+        "truth": "x", "missing": "report"}]"#;
+
+    fn daily_truth() -> FakeTruth {
+        FakeTruth::default().with_named(
+            "daily",
+            &["id", "reset", "value"],
+            &[
+                &[Some("123"), Some("1800"), Some("4.5")],
+                &[Some("7"), Some("0000"), Some("1")],
+            ],
+        )
+    }
+
+    #[test]
+    fn a_leftover_reset_suffix_is_an_orphan() {
+        let mut store = MemoryStore::default();
+        store.set("key:123:cost_daily_1800", "4.5");
+        store.set("key:123:cost_daily_0000", "9"); // the reset moved to 18:00
+        store.set("key:8:cost_daily_0000", "1"); // unknown id
+        let access = MemoryAccess::new(store);
+        let report = run_check(&plan(rules(DAILY), 5.0), &access, &mut daily_truth()).unwrap();
+        assert_eq!(
+            found(&report),
+            BTreeSet::from([
+                f("key:123:cost_daily_0000", Status::Orphan, None),
+                f("key:8:cost_daily_0000", Status::Orphan, None),
+                f("key:7:cost_daily_0000", Status::Missing, None),
+            ])
+        );
+        let orphan = &report
+            .entries
+            .iter()
+            .find(|e| e.key.ends_with(b"_0000"))
+            .unwrap();
+        assert_eq!(orphan.id, b"123");
+        assert_eq!(report.ids, 3);
+        assert_eq!(report.checked, 4);
+
+        // CHECK ID 123 finds the leftover too: its keys are found by a scan.
+        let mut by_id = plan(rules(DAILY), 5.0);
+        by_id.ids = vec![b"123".to_vec()];
+        let report = run_check(&by_id, &access, &mut daily_truth()).unwrap();
+        assert_eq!(
+            found(&report),
+            BTreeSet::from([f("key:123:cost_daily_0000", Status::Orphan, None)])
+        );
+        assert_eq!(report.checked, 2);
     }
 }

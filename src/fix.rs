@@ -11,7 +11,9 @@ use std::time::SystemTime;
 
 use consistency_bridge::BridgeError;
 
-use crate::compare::{classify, CachedKey, CachedValue, DriftEntry, Status, Truth, Verdict};
+use crate::compare::{
+    classify, ttl_findings, CachedKey, CachedValue, DriftEntry, Status, Truth, Verdict,
+};
 use crate::drift_check::{
     epoch_ms, sendable_ids, to_map, window_start, DuplicateId, TruthMap, TruthSource,
 };
@@ -209,6 +211,12 @@ fn repair_one(
         if &current.value != expect {
             return Ok(FixAction::SkippedChanged);
         }
+        // A TTL finding stands only while the TTL is still wrong: the
+        // application may have set one since, keeping the value.
+        let ttl_status = matches!(item.entry.status, Status::NoTtl | Status::BadTtl);
+        if ttl_status && !ttl_findings(rule, &current).any(|s| s == item.entry.status) {
+            return Ok(FixAction::SkippedChanged);
+        }
     }
     let repair = if item.rewrite_to.is_some() {
         Repair::Rewrite
@@ -280,8 +288,10 @@ pub fn rewrite_value(entry: &DriftEntry) -> Vec<u8> {
 }
 
 /// Whether a finding gets a repair, and which: `rewrite` is the operator's
-/// REWRITE; the rule's own policy applies otherwise. Orphans, invalid values and
-/// keys without a required TTL are deleted; missing keys cannot be created here.
+/// REWRITE; the rule's own policy applies otherwise. Orphans, invalid values,
+/// keys without a required TTL or with one above the bound, and stale documents
+/// are deleted (the application reloads them); missing keys cannot be created
+/// here.
 pub fn plan_repair(
     rule: &LoadedRule,
     entry: &DriftEntry,
@@ -294,7 +304,12 @@ pub fn plan_repair(
         Status::Drift if can_rewrite && (rewrite || rule.rule.fix == FixPolicy::Rewrite) => {
             Some(Repair::Rewrite)
         }
-        Status::Drift | Status::Invalid | Status::Orphan | Status::NoTtl => Some(Repair::Delete),
+        Status::Drift
+        | Status::Invalid
+        | Status::Orphan
+        | Status::NoTtl
+        | Status::BadTtl
+        | Status::Stale => Some(Repair::Delete),
     }
 }
 
@@ -383,6 +398,10 @@ pub fn fix_ids<A: Access, T: TruthSource>(
             // delete would be reported against an arbitrary truth. Unlike an
             // unavailable truth, this is the rule's error, not a reason to clear.
             Ok(rows) => truths.push(to_map(rows, &rule.rule)?),
+            // A truth of the wrong shape (a column the template needs is
+            // missing) is the rule's error too: which keys are the id's, and
+            // which are orphans, is not known, so nothing is touched.
+            Err(e @ BridgeError::BadTruth(_)) => return Err(FixIdsError::BadTruth(e)),
             Err(e) => {
                 truth_error = Some(e);
                 truths.push(TruthMap::default());
@@ -395,23 +414,45 @@ pub fn fix_ids<A: Access, T: TruthSource>(
     let truth_ok = truth_error.is_none();
     let slots = access.hold(|ks| ks.slots());
 
+    // Templates with several placeholders: every key of the ids, found by one
+    // scan, whatever the other placeholders hold.
+    let scanned = crate::drift_check::keys_of_ids(access, &plan.rules, &plan.ids, plan.scan_batch)
+        .map_err(|_| FixIdsError::Fix(FixError::Expired))?;
+
     // What each key holds now, for the report and to tell orphans from the rest.
     // Keys of slots this node does not serve are listed as not local, untouched.
     let mut entries: Vec<(usize, DriftEntry, bool)> = Vec::new();
-    for (i, rule) in plan.rules.iter().enumerate() {
-        let keys: Vec<Vec<u8>> = plan
-            .ids
-            .iter()
-            .map(|id| rule.rule.key.key_for(id))
-            .collect();
+    for ((i, rule), scanned) in plan.rules.iter().enumerate().zip(scanned) {
+        let template = &rule.rule.key;
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = if template.is_multi() {
+            // The keys found, then the truth's keys (built from its rows) no
+            // scan found: a key the truth names and the cache lacks is missing.
+            let mut keys = scanned;
+            let found: std::collections::HashSet<Vec<u8>> = keys.iter().cloned().collect();
+            keys.extend(
+                truths[i]
+                    .iter()
+                    .map(|(slot, _)| slot.to_vec())
+                    .filter(|k| !found.contains(k)),
+            );
+            keys.into_iter()
+                .map(|k| (template.id_of(&k).unwrap_or_default().to_vec(), k))
+                .collect()
+        } else {
+            plan.ids
+                .iter()
+                .map(|id| (id.clone(), template.key_for(id)))
+                .collect()
+        };
+        let keys: Vec<Vec<u8>> = pairs.iter().map(|(_, k)| k.clone()).collect();
         let window = epoch_ms(window_start(rule, plan.now));
         let cached =
             crate::drift_check::read_keys(access, &keys, &rule.rule.kind, window, plan.scan_batch)
                 .map_err(|_| FixIdsError::Fix(FixError::Expired))?;
-        for ((id, key), cached) in plan.ids.iter().zip(keys).zip(cached) {
-            let truth_text = truths[i].get(id.as_slice());
-            let known = truth_text.is_some();
-            let truth_value = truth_text.cloned().flatten();
+        for (((id, _), key), cached) in pairs.iter().zip(keys).zip(cached) {
+            let truth = truths[i].lookup(crate::drift_check::slot_of(&rule.rule, id, &key));
+            let known = truth != Truth::Unknown;
+            let truth_value = truth.value().map(str::to_string);
             if !slots.owns_key(&key) {
                 let entry = DriftEntry {
                     rule: rule.rule.name.clone(),
@@ -421,15 +462,12 @@ pub fn fix_ids<A: Access, T: TruthSource>(
                     cached: None,
                     truth: truth_value,
                     diff: None,
+                    field: None,
                     seen: CachedValue::Absent,
                 };
                 entries.push((i, entry, false));
                 continue;
             }
-            let truth = match truth_text {
-                Some(value) => Truth::Known(value.as_deref()),
-                None => Truth::Unknown,
-            };
             let verdict = classify(&rule.rule.kind, id, &cached.value, truth);
             // FIX acts on every key whatever the threshold; the status only picks
             // the repair. Without the truth an unknown id is not an orphan.
@@ -458,6 +496,7 @@ pub fn fix_ids<A: Access, T: TruthSource>(
                     cached: cached.display(),
                     truth: truth_value,
                     diff,
+                    field: None,
                     seen: cached.value,
                 },
                 true,
@@ -544,6 +583,7 @@ pub enum FixIdsError {
     RewriteNeedsTruth(BridgeError),
     Fix(FixError),
     DuplicateId(DuplicateId),
+    BadTruth(BridgeError),
 }
 
 impl From<DuplicateId> for FixIdsError {
@@ -563,6 +603,7 @@ impl std::fmt::Display for FixIdsError {
             }
             FixIdsError::Fix(e) => write!(f, "{e}"),
             FixIdsError::DuplicateId(e) => write!(f, "{e}"),
+            FixIdsError::BadTruth(e) => write!(f, "{e}; nothing was changed"),
         }
     }
 }
@@ -685,6 +726,118 @@ mod tests {
         assert_eq!(store.get("u:2:w"), Some(&MemoryValue::Str(b"10".to_vec())));
         assert!(store.get("u:1:w").is_none());
         assert_eq!(store.audit.len(), 2, "one audit entry per repair");
+    }
+
+    #[test]
+    fn fix_all_deletes_bad_ttl_keys_unless_given_a_good_ttl_since() {
+        use crate::store::memory::MemoryKey;
+        let rules = rules(
+            r#"[{"name": "stats", "kind": "number", "key": "s:{id}", "truth": "x", "ttl_max_sec": 60}]"#,
+        );
+        let mut store = MemoryStore::default();
+        for (key, ttl_ms) in [("s:1", None), ("s:2", Some(61_000)), ("s:3", Some(30_000))] {
+            store.keys.insert(
+                key.as_bytes().to_vec(),
+                MemoryKey {
+                    value: MemoryValue::Str(b"5".to_vec()),
+                    ttl_ms,
+                },
+            );
+        }
+        let truth = [("1", Some("5")), ("2", Some("5")), ("3", Some("5"))];
+        let mut truth = FakeTruth::default().with("stats", &truth);
+        let access = MemoryAccess::new(store);
+        let plan = check_plan(rules);
+        let report = run_check(&plan, &access, &mut truth).unwrap();
+        let found: Vec<(&[u8], Status)> = report
+            .entries
+            .iter()
+            .map(|e| (e.key.as_slice(), e.status))
+            .collect();
+        assert_eq!(
+            found,
+            [(&b"s:1"[..], Status::BadTtl), (&b"s:2"[..], Status::BadTtl)]
+        );
+        // The application gives s:2 a proper TTL, same value, after the check.
+        access
+            .store
+            .borrow_mut()
+            .keys
+            .get_mut(&b"s:2"[..])
+            .unwrap()
+            .ttl_ms = Some(10_000);
+        let outcome = fix_all(&plan, &report, &access, false, false).unwrap();
+        assert_eq!(
+            outcome.actions,
+            [FixAction::Deleted, FixAction::SkippedChanged]
+        );
+        let store = access.store.borrow();
+        assert!(store.get("s:1").is_none());
+        assert!(store.get("s:2").is_some() && store.get("s:3").is_some());
+    }
+
+    #[test]
+    fn fix_of_an_id_clears_every_key_of_it_whatever_the_other_placeholders() {
+        let rules = rules(
+            r#"[{"name": "daily", "kind": "number", "key": "key:{id}:cost_daily_{reset}", "truth": "x"}]"#,
+        );
+        let mut store = MemoryStore::default();
+        store.set("key:123:cost_daily_1800", "50");
+        store.set("key:123:cost_daily_0000", "9"); // leftover of an old reset
+        store.set("key:124:cost_daily_1800", "50"); // another id: untouched
+        let truth = FakeTruth::default().with_named(
+            "daily",
+            &["id", "reset", "value"],
+            &[&[Some("123"), Some("1800"), Some("4.5")]],
+        );
+        for down in [false, true] {
+            let mut truth = FakeTruth {
+                rows: truth.rows.clone(),
+                down: down.then(|| BridgeError::Unavailable("refused".into())),
+                ..FakeTruth::default()
+            };
+            let access = MemoryAccess::new(MemoryStore {
+                keys: store.keys.clone(),
+                ..MemoryStore::default()
+            });
+            let plan = FixIdsPlan {
+                rules: rules.clone(),
+                ids: vec![b"123".to_vec()],
+                dry_run: false,
+                rewrite: false,
+                scan_batch: 2,
+                now: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            };
+            let outcome = fix_ids(&plan, &access, &mut truth).unwrap();
+            let mut keys: Vec<(String, Status, FixAction)> = outcome
+                .entries
+                .iter()
+                .zip(&outcome.fix.actions)
+                .map(|(e, a)| (String::from_utf8_lossy(&e.key).into_owned(), e.status, *a))
+                .collect();
+            keys.sort_by(|a, b| a.0.cmp(&b.0));
+            // Without the truth an unknown part is not called an orphan.
+            let leftover = if down { Status::Drift } else { Status::Orphan };
+            assert_eq!(
+                keys,
+                [
+                    (
+                        "key:123:cost_daily_0000".into(),
+                        leftover,
+                        FixAction::Deleted
+                    ),
+                    (
+                        "key:123:cost_daily_1800".into(),
+                        Status::Drift,
+                        FixAction::Deleted
+                    ),
+                ],
+                "truth down: {down}"
+            );
+            let store = access.store.borrow();
+            assert_eq!(store.keys.len(), 1);
+            assert!(store.get("key:124:cost_daily_1800").is_some());
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod args;
 pub mod cluster;
 pub mod commands;
 pub mod compare;
+pub mod compare_json;
 pub mod config;
 pub mod decimal;
 pub mod drift_check;
@@ -25,6 +26,7 @@ pub mod purge;
 pub mod redis_api;
 pub mod reply;
 pub mod report;
+pub mod rfc3339;
 pub mod rules;
 pub mod schedule;
 pub mod state;
@@ -34,6 +36,7 @@ pub mod sync_run;
 pub mod template;
 pub mod template_overlap;
 pub mod text;
+pub mod truth_map;
 
 use std::sync::atomic::Ordering;
 

@@ -2,7 +2,7 @@
 
 use std::cmp::Ordering;
 
-use crate::compare::{DriftEntry, Status};
+use crate::compare::{DriftEntry, Status, STATUS_COUNT};
 use crate::fix::{FixIdsOutcome, FixOutcome};
 use crate::purge::PurgeOutcome;
 use crate::reply::Reply;
@@ -48,8 +48,8 @@ impl CheckReport {
     }
 
     /// Count of entries per status, in [`Status::ALL`] order.
-    pub fn by_status(&self) -> [u64; 5] {
-        let mut counts = [0; 5];
+    pub fn by_status(&self) -> [u64; STATUS_COUNT] {
+        let mut counts = [0; STATUS_COUNT];
         for e in &self.entries {
             counts[e.status.index()] += 1;
         }
@@ -171,8 +171,8 @@ pub fn purge_reply(outcome: &PurgeOutcome) -> Reply {
     ])
 }
 
-/// `{drift, invalid, orphan, missing, no_ttl}` with zeros included.
-pub fn status_counts_reply(counts: &[u64; 5]) -> Reply {
+/// `{drift, invalid, orphan, missing, no_ttl, bad_ttl, stale}` with zeros included.
+pub fn status_counts_reply(counts: &[u64; STATUS_COUNT]) -> Reply {
     Reply::Map(
         Status::ALL
             .iter()
@@ -181,7 +181,8 @@ pub fn status_counts_reply(counts: &[u64; 5]) -> Reply {
     )
 }
 
-/// One entry: rule, id, key, status, cached, truth, diff (and action for repairs).
+/// One entry: rule, id, key, status, cached, truth, diff, field (and action
+/// for repairs).
 pub fn entry_reply(e: &DriftEntry, action: Option<&'static str>) -> Reply {
     let mut fields = vec![
         ("rule", Reply::text(e.rule.clone())),
@@ -191,6 +192,7 @@ pub fn entry_reply(e: &DriftEntry, action: Option<&'static str>) -> Reply {
         ("cached", Reply::opt_text(e.cached.clone())),
         ("truth", Reply::opt_text(e.truth.clone())),
         ("diff", Reply::opt_double(e.diff)),
+        ("field", Reply::opt_text(e.field.clone())),
     ];
     if let Some(a) = action {
         fields.push(("action", Reply::text(a)));
@@ -216,6 +218,8 @@ fn by_rule_key(a: &DriftEntry, b: &DriftEntry) -> Ordering {
         .cmp(&b.rule)
         .then_with(|| a.key.cmp(&b.key))
         .then_with(|| a.status.cmp(&b.status))
+        // A json document's fields, in name order (None, a whole key, first).
+        .then_with(|| a.field.cmp(&b.field))
 }
 
 #[cfg(test)]
@@ -231,6 +235,7 @@ mod tests {
             cached: Some("1".into()),
             truth: None,
             diff,
+            field: None,
             seen: crate::compare::CachedValue::Absent,
         }
     }

@@ -26,10 +26,13 @@ pub enum RuleKind {
     },
     /// The key must exist exactly for the ids the truth returns.
     Presence,
+    /// A STRING holding a JSON object; each truth column other than `id` and
+    /// the placeholders names a field (dots reach into nested objects).
+    Json,
 }
 
 /// The kind names accepted in the rules file, in the order messages list them.
-const KIND_NAMES: [&str; 4] = ["number", "window_sum", "hash_field", "presence"];
+const KIND_NAMES: [&str; 5] = ["number", "window_sum", "hash_field", "presence", "json"];
 
 impl RuleKind {
     /// The name used in the rules file and in replies.
@@ -39,6 +42,7 @@ impl RuleKind {
             RuleKind::WindowSum { .. } => "window_sum",
             RuleKind::HashField { .. } => "hash_field",
             RuleKind::Presence => "presence",
+            RuleKind::Json => "json",
         }
     }
 
@@ -97,6 +101,15 @@ impl MissingPolicy {
     }
 }
 
+/// A json rule's staleness bound: the document's age field, and how old it
+/// may be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgeLimit {
+    /// The field holding an RFC 3339 time or epoch seconds (dots nest).
+    pub field: String,
+    pub max_age_sec: u64,
+}
+
 /// One validated rule.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rule {
@@ -120,6 +133,10 @@ pub struct Rule {
     pub missing: MissingPolicy,
     /// Whether keys without a TTL are reported (default false).
     pub require_ttl: bool,
+    /// Keys without a TTL or with a longer one are `bad_ttl`.
+    pub ttl_max_sec: Option<u64>,
+    /// json: documents older than this are `stale`.
+    pub age: Option<AgeLimit>,
     /// This rule's own schedule; None uses `check-interval-sec`.
     pub interval_sec: Option<u64>,
 }
@@ -274,7 +291,7 @@ impl RuleSet {
 }
 
 /// The fields a rule may have, in the order the file format documents them.
-const RULE_FIELDS: [&str; 13] = [
+const RULE_FIELDS: [&str; 16] = [
     "name",
     "kind",
     "key",
@@ -288,6 +305,9 @@ const RULE_FIELDS: [&str; 13] = [
     "require_ttl",
     "interval_sec",
     "ids_may_contain_colon",
+    "ttl_max_sec",
+    "age_field",
+    "max_age_sec",
 ];
 
 /// Checks the document is `{"rules": [...]}` and returns the array.
@@ -385,6 +405,7 @@ fn rule_from_fields(name: String, fields: &[(String, JsonNode)]) -> Result<Rule,
             },
         },
         "presence" => RuleKind::Presence,
+        "json" => RuleKind::Json,
         other => {
             return Err(format!(
                 "unknown kind {} (expected {})",
@@ -393,7 +414,12 @@ fn rule_from_fields(name: String, fields: &[(String, JsonNode)]) -> Result<Rule,
             ))
         }
     };
-    for (field, owner) in [("window_ms", "window_sum"), ("field", "hash_field")] {
+    for (field, owner) in [
+        ("window_ms", "window_sum"),
+        ("field", "hash_field"),
+        ("age_field", "json"),
+        ("max_age_sec", "json"),
+    ] {
         if owner != kind.name() && lookup(fields, field).is_some() {
             return Err(format!(
                 "field '{field}' applies only to kind {owner}, not {}",
@@ -487,6 +513,32 @@ fn rule_from_fields(name: String, fields: &[(String, JsonNode)]) -> Result<Rule,
     let interval_sec = lookup(fields, "interval_sec")
         .map(|value| positive_integer("interval_sec", value))
         .transpose()?;
+    let ttl_max_sec = lookup(fields, "ttl_max_sec")
+        .map(|value| positive_integer("ttl_max_sec", value))
+        .transpose()?;
+    let age = match (lookup(fields, "age_field"), lookup(fields, "max_age_sec")) {
+        (None, None) => None,
+        (Some(JsonNode::String(field)), Some(max)) if !field.is_empty() => Some(AgeLimit {
+            field: field.clone(),
+            max_age_sec: positive_integer("max_age_sec", max)?,
+        }),
+        (Some(JsonNode::String(_)), None) => {
+            return Err(
+                "field 'age_field' needs 'max_age_sec' (how old a document may be)".to_string(),
+            )
+        }
+        (None, Some(_)) => {
+            return Err(
+                "field 'max_age_sec' needs 'age_field' (the field holding the time)".to_string(),
+            )
+        }
+        (Some(other), _) => {
+            return Err(format!(
+                "field 'age_field' must be a non-empty string, got {}",
+                describe(other)
+            ))
+        }
+    };
 
     Ok(Rule {
         name,
@@ -498,6 +550,8 @@ fn rule_from_fields(name: String, fields: &[(String, JsonNode)]) -> Result<Rule,
         fix,
         missing,
         require_ttl,
+        ttl_max_sec,
+        age,
         interval_sec,
     })
 }
@@ -681,7 +735,8 @@ mod tests {
             r#"{"name": "quota.v2:x-1", "kind": "hash_field", "key": "quota:{id}",
                 "field": "used", "truth": "SELECT id, used FROM quota",
                 "threshold": 0, "threshold_pct": 2.5, "fix": "rewrite",
-                "missing": "report", "require_ttl": true, "interval_sec": 3600}"#,
+                "missing": "report", "require_ttl": true, "interval_sec": 3600,
+                "ttl_max_sec": 7200}"#,
         )
         .unwrap();
         assert_eq!(
@@ -698,6 +753,8 @@ mod tests {
                 fix: FixPolicy::Rewrite,
                 missing: MissingPolicy::Report,
                 require_ttl: true,
+                ttl_max_sec: Some(7200),
+                age: None,
                 interval_sec: Some(3600),
             }
         );
@@ -961,11 +1018,11 @@ mod tests {
             ),
             (
                 r#"{"name": "r", "kind": "foo", "key": "k:{id}", "truth": "q"}"#.to_string(),
-                "unknown kind 'foo' (expected number, window_sum, hash_field, presence)",
+                "unknown kind 'foo' (expected number, window_sum, hash_field, presence, json)",
             ),
             (
                 r#"{"name": "r", "kind": "Number", "key": "k:{id}", "truth": "q"}"#.to_string(),
-                "unknown kind 'Number' (expected number, window_sum, hash_field, presence)",
+                "unknown kind 'Number' (expected number, window_sum, hash_field, presence, json)",
             ),
             (
                 r#"{"name": "r", "kind": "number", "truth": "q"}"#.to_string(),
@@ -1078,6 +1135,8 @@ mod tests {
             (number(r#", "require_ttl": "yes""#), "field 'require_ttl' must be true or false, got 'yes'"),
             (number(r#", "require_ttl": 1"#), "field 'require_ttl' must be true or false, got 1"),
             (number(r#", "interval_sec": 0"#), "field 'interval_sec' must be a positive integer, got 0"),
+            (number(r#", "ttl_max_sec": 0"#), "field 'ttl_max_sec' must be a positive integer, got 0"),
+            (presence(r#", "ttl_max_sec": "600""#), "field 'ttl_max_sec' must be a positive integer, got '600'"),
             (number(r#", "interval_sec": -30"#), "field 'interval_sec' must be a positive integer, got -30"),
             (number(r#", "interval_sec": 0.5"#), "field 'interval_sec' must be a positive integer, got 0.5"),
             (number(r#", "interval_sec": "30""#), "field 'interval_sec' must be a positive integer, got '30'"),

@@ -287,6 +287,7 @@ mod tests {
                 cached: Some("50.1".into()),
                 truth: Some("12.8".into()),
                 diff: Some(-37.5),
+                field: None,
                 seen: CachedValue::Absent,
             }],
             ..CheckReport::default()

@@ -22,7 +22,16 @@ pub struct LoadedRule {
 
 impl LoadedRule {
     pub fn new(rule: Rule) -> LoadedRule {
-        let shape = if rule.kind.is_valued() {
+        // json documents and templates with several placeholders read their
+        // columns by name: id, each other placeholder, then the value (or, for
+        // json, the fields).
+        let shape = if rule.kind == RuleKind::Json || rule.key.is_multi() {
+            let mut required: Vec<String> = rule.key.other_names().map(str::to_string).collect();
+            if rule.kind.is_valued() && rule.kind != RuleKind::Json {
+                required.push("value".to_string());
+            }
+            TruthShape::Named { required }
+        } else if rule.kind.is_valued() {
             TruthShape::IdValue
         } else {
             TruthShape::IdOnly

@@ -8,12 +8,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use consistency_bridge::BridgeError;
 
+use crate::compare::STATUS_COUNT;
 use crate::report::CheckReport;
 
 pub static CHECKS_TOTAL: AtomicU64 = AtomicU64::new(0);
 pub static KEYS_CHECKED_TOTAL: AtomicU64 = AtomicU64::new(0);
 pub static DRIFTED_TOTAL: AtomicU64 = AtomicU64::new(0);
-pub static DRIFTED_BY_STATUS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+pub static DRIFTED_BY_STATUS: [AtomicU64; STATUS_COUNT] =
+    [const { AtomicU64::new(0) }; STATUS_COUNT];
 pub static FIXES_TOTAL: AtomicU64 = AtomicU64::new(0);
 pub static PURGED_KEYS_TOTAL: AtomicU64 = AtomicU64::new(0);
 pub static PG_ERRORS_TOTAL: AtomicU64 = AtomicU64::new(0);
@@ -30,7 +32,7 @@ pub struct LastCheck {
     pub duration_ms: u64,
     pub checked: u64,
     pub drifted: u64,
-    pub by_status: [u64; 5],
+    pub by_status: [u64; STATUS_COUNT],
 }
 
 static LAST_CHECK: Mutex<Option<LastCheck>> = Mutex::new(None);
@@ -208,6 +210,8 @@ pub fn info_fields(
         ("drifted_orphan", n(&DRIFTED_BY_STATUS[2])),
         ("drifted_missing", n(&DRIFTED_BY_STATUS[3])),
         ("drifted_no_ttl", n(&DRIFTED_BY_STATUS[4])),
+        ("drifted_bad_ttl", n(&DRIFTED_BY_STATUS[5])),
+        ("drifted_stale", n(&DRIFTED_BY_STATUS[6])),
         ("fixes_total", n(&FIXES_TOTAL)),
         ("purged_keys_total", n(&PURGED_KEYS_TOTAL)),
         ("pg_errors_total", n(&PG_ERRORS_TOTAL)),

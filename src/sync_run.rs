@@ -218,14 +218,20 @@ impl TruthSource for DirectTruth {
 pub fn ensure_small(
     access: &impl Access,
     ids: usize,
+    scans_for_ids: bool,
     limit: usize,
     command: &'static str,
 ) -> Result<(), CommandError> {
+    let keys = || access.hold(|ks| ks.db_size());
     let what = if ids == 0 {
-        let keys = access.hold(|ks| ks.db_size());
-        format!("a whole-keyspace run over {keys} keys")
+        format!("a whole-keyspace run over {} keys", keys())
     } else if ids > limit {
         format!("{ids} ids")
+    } else if scans_for_ids && keys() > limit as u64 {
+        format!(
+            "a scan for the ids' keys (a template with several placeholders) over {} keys",
+            keys()
+        )
     } else {
         return Ok(());
     };
@@ -248,13 +254,25 @@ mod tests {
             store.set(&format!("k:{i}"), "1");
         }
         let access = MemoryAccess::new(store);
-        assert_eq!(ensure_small(&access, 3, 3, "CONSISTENCY.CHECK"), Ok(()));
-        let err = ensure_small(&access, 4, 3, "CONSISTENCY.FIX").unwrap_err();
+        assert_eq!(
+            ensure_small(&access, 3, false, 3, "CONSISTENCY.CHECK"),
+            Ok(())
+        );
+        assert_eq!(
+            ensure_small(&access, 3, true, 7, "CONSISTENCY.CHECK"),
+            Ok(())
+        );
+        let err = ensure_small(&access, 3, true, 6, "CONSISTENCY.CHECK").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "too large for a script or MULTI: a scan for the ids' keys (a template with several placeholders) over 7 keys over sync-max-keys 6; call CONSISTENCY.CHECK directly"
+        );
+        let err = ensure_small(&access, 4, false, 3, "CONSISTENCY.FIX").unwrap_err();
         assert_eq!(
             err.to_string(),
             "too large for a script or MULTI: 4 ids over sync-max-keys 3; call CONSISTENCY.FIX directly"
         );
-        let err = ensure_small(&access, 0, 1000, "CONSISTENCY.FIX ALL").unwrap_err();
+        let err = ensure_small(&access, 0, false, 1000, "CONSISTENCY.FIX ALL").unwrap_err();
         assert_eq!(
             err.to_string(),
             "too large for a script or MULTI: a whole-keyspace run over 7 keys over sync-max-keys 1000; call CONSISTENCY.FIX ALL directly"

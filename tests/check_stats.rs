@@ -45,7 +45,7 @@ fn info(redis: &TestRedis) -> BTreeMap<String, i64> {
         .collect()
 }
 
-const INFO_FIELDS: [&str; 20] = [
+const INFO_FIELDS: [&str; 22] = [
     "rules_loaded",
     "checks_total",
     "keys_checked_total",
@@ -55,6 +55,8 @@ const INFO_FIELDS: [&str; 20] = [
     "drifted_orphan",
     "drifted_missing",
     "drifted_no_ttl",
+    "drifted_bad_ttl",
+    "drifted_stale",
     "fixes_total",
     "purged_keys_total",
     "pg_errors_total",

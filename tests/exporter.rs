@@ -28,7 +28,7 @@ use redis::Connection;
 const SCRIPT: &str = "scripts/redis_exporter/consistency.lua";
 
 /// Every documented field of `INFO consistency`, as INFO prints them.
-const FIELDS: [&str; 20] = [
+const FIELDS: [&str; 22] = [
     "consistency_rules_loaded",
     "consistency_checks_total",
     "consistency_keys_checked_total",
@@ -38,6 +38,8 @@ const FIELDS: [&str; 20] = [
     "consistency_drifted_orphan",
     "consistency_drifted_missing",
     "consistency_drifted_no_ttl",
+    "consistency_drifted_bad_ttl",
+    "consistency_drifted_stale",
     "consistency_fixes_total",
     "consistency_purged_keys_total",
     "consistency_pg_errors_total",

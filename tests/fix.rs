@@ -343,7 +343,7 @@ fn fix_one_id_clears_exactly_its_keys_and_shows_both_values() {
     let first = &common::as_array(common::field(&v, "entries"))[0];
     assert_eq!(
         common::field_names(first),
-        ["rule", "id", "key", "cached", "truth", "diff", "action"]
+        ["rule", "id", "key", "cached", "truth", "diff", "field", "action"]
     );
 
     let started = Instant::now();
@@ -931,7 +931,7 @@ fn fix_all_repairs_exactly_the_verified_drift() {
     for e in listed {
         assert_eq!(
             common::field_names(e),
-            ["rule", "id", "key", "status", "cached", "truth", "diff", "action"]
+            ["rule", "id", "key", "status", "cached", "truth", "diff", "field", "action"]
         );
         assert_eq!(common::as_str(common::field(e, "action")), "would_delete");
     }

@@ -686,7 +686,9 @@ fn array(n: &Node) -> Check<&[Node]> {
     }
 }
 
-const STATUSES: [&str; 5] = ["drift", "invalid", "orphan", "missing", "no_ttl"];
+const STATUSES: [&str; 7] = [
+    "drift", "invalid", "orphan", "missing", "no_ttl", "bad_ttl", "stale",
+];
 const ACTIONS: [&str; 7] = [
     "deleted",
     "rewritten",
@@ -720,7 +722,7 @@ fn check_entry(e: &Node, p: Proto, with_status: bool, with_action: bool) -> Chec
     if with_status {
         want.push("status");
     }
-    want.extend(["cached", "truth", "diff"]);
+    want.extend(["cached", "truth", "diff", "field"]);
     if with_action {
         want.push("action");
     }

@@ -250,6 +250,7 @@ fn debian_package_installs_a_module_debians_redis_server_loads() {
         "usr/share/doc/redis-consistency/changelog.Debian.gz",
         "usr/share/doc/redis-consistency/copyright",
         "usr/share/doc/redis-consistency/examples/rules.example.json",
+        "usr/share/doc/redis-consistency/examples/rules.seed004.example.json",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -397,7 +398,7 @@ fn debian_package_installs_a_module_debians_redis_server_loads() {
     assert_eq!(common::as_str(common::field(&status, "version")), version);
     assert_eq!(
         common::as_i64(common::field(&status, "rules")),
-        4,
+        5,
         "the example rules load: {status:?}"
     );
     let rules = common::call_ok(&mut c, &["CONSISTENCY.RULES"]);
@@ -407,7 +408,30 @@ fn debian_package_installs_a_module_debians_redis_server_loads() {
         .collect();
     assert_eq!(
         names,
-        ["cost_weekly", "cost_monthly", "cost_5h", "mcp_connection"]
+        [
+            "cost_weekly",
+            "cost_monthly",
+            "cost_5h",
+            "cost_daily",
+            "mcp_connection"
+        ]
+    );
+    // The seed 004 example (JSON caches) loads too.
+    let seed004 = root.join(DOC).join("examples/rules.seed004.example.json");
+    common::call_ok(
+        &mut c,
+        &[
+            "CONFIG",
+            "SET",
+            "consistency.rules-file",
+            seed004.to_str().unwrap(),
+        ],
+    );
+    let status = common::call_ok(&mut c, &["CONSISTENCY.STATUS"]);
+    assert_eq!(
+        common::as_i64(common::field(&status, "rules")),
+        6,
+        "{status:?}"
     );
     assert!(
         redis.log().contains("Module 'consistency' loaded"),

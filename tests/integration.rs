@@ -28,6 +28,7 @@ mod fuzz;
 mod harness_smoke;
 mod install_checks;
 mod key_templates;
+mod layouts;
 mod log_safety;
 mod lua_scripts;
 mod multi;

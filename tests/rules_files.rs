@@ -439,7 +439,7 @@ fn sql_that_errors_loads_and_surfaces_at_check() {
         ),
         (
             "one_column",
-            "ERR bad truth query: truth returns 1 column(s), needs at least 2 (id, value)",
+            "ERR bad truth query: rule 'one_column': truth returns 1 column(s), needs at least 2 (id, value)",
         ),
         (
             "division",

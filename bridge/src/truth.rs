@@ -3,7 +3,7 @@
 
 mod ids;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use postgres::types::{ToSql, Type};
@@ -25,8 +25,11 @@ const VALUE_COL: &str = "consistency_value__";
 pub struct TruthRow {
     /// The first column as text.
     pub id: String,
-    /// The second column as text; `None` for SQL NULL and for `IdOnly`.
+    /// The second column as text; `None` for SQL NULL, for `IdOnly` and for
+    /// `Named` (whose value, if any, is a named column).
     pub value: Option<String>,
+    /// `Named` only: every column but `id`, by name, in the query's order.
+    pub named: Vec<(Arc<str>, Option<String>)>,
 }
 
 /// Which columns of the truth are used.
@@ -36,6 +39,10 @@ pub enum TruthShape {
     IdOnly,
     /// The id, then the value.
     IdValue,
+    /// Columns matched by name, not position: `id` and every other column
+    /// come back, each under its name. The query must return a column of
+    /// each `required` name (and `id`), once.
+    Named { required: Vec<String> },
 }
 
 /// What `prepare` learned about the SQL; the same for every connection.
@@ -43,7 +50,10 @@ pub enum TruthShape {
 struct Learned {
     kind: IdKind,
     id_type: String,
+    all_sql: String,
     ids_sql: String,
+    /// `Named`: the columns after `id`, in the order rows carry them.
+    names: Vec<Arc<str>>,
 }
 
 /// An operator's truth SQL, ready to run in full or for given ids.
@@ -55,6 +65,7 @@ pub struct TruthQuery {
     sql: String,
     shape: TruthShape,
     takes_window_start: bool,
+    /// The wrapped SQL for positional shapes; `Named` learns it at `prepare`.
     all_sql: String,
     learned: OnceLock<Learned>,
 }
@@ -74,6 +85,8 @@ impl TruthQuery {
                 "SELECT t.{ID_COL}::text, t.{VALUE_COL}::text \
                  FROM (\n{body}\n) AS t({ID_COL}, {VALUE_COL})"
             ),
+            // Built at prepare, once the column names are known.
+            TruthShape::Named { .. } => String::new(),
         };
         TruthQuery {
             sql: sql.to_string(),
@@ -104,6 +117,11 @@ impl TruthQuery {
         self.learned.get().map(|l| l.id_type.as_str())
     }
 
+    /// `Named`: the columns after `id`, once `prepare` has run.
+    pub fn names(&self) -> Option<&[Arc<str>]> {
+        self.learned.get().map(|l| l.names.as_slice())
+    }
+
     /// Prepares the SQL once (later calls return at once) and checks its
     /// shape: at least 1 column (`IdOnly`) or 2 (`IdValue`), and no
     /// parameter other than the window start. Learns the id column's type.
@@ -131,33 +149,61 @@ impl TruthQuery {
                 "truth uses parameters ($1...), but only window rules get one".to_string()
             }));
         }
-        let needed = match self.shape {
-            TruthShape::IdOnly => 1,
-            TruthShape::IdValue => 2,
-        };
         let columns = stmt.columns();
-        if columns.len() < needed {
-            return Err(BridgeError::BadTruth(format!(
-                "truth returns {} column(s), needs at least {needed} ({})",
-                columns.len(),
-                if needed == 1 { "id" } else { "id, value" }
-            )));
-        }
-        let id_type = columns[0].type_();
-        let kind = IdKind::of(id_type);
         let n = allowed + 1;
-        let ids_sql = format!(
-            "{} WHERE {}",
-            self.all_sql,
-            kind.condition(&format!("t.{ID_COL}"), n)
-        );
+        let learned = match &self.shape {
+            TruthShape::Named { required } => {
+                let names: Vec<&str> = columns.iter().map(|c| c.name()).collect();
+                let (id_at, others) = named_columns(&names, required)?;
+                let kind = IdKind::of(columns[id_at].type_());
+                let mut select = format!("SELECT t.{}::text", quote_ident("id"));
+                for &i in &others {
+                    select.push_str(&format!(", t.{}::text", quote_ident(names[i])));
+                }
+                let all_sql = format!("{select} FROM (\n{}\n) AS t", self.body());
+                Learned {
+                    kind,
+                    id_type: columns[id_at].type_().name().to_string(),
+                    ids_sql: format!(
+                        "{all_sql} WHERE {}",
+                        kind.condition(&format!("t.{}", quote_ident("id")), n)
+                    ),
+                    all_sql,
+                    names: others.iter().map(|&i| Arc::from(names[i])).collect(),
+                }
+            }
+            shape => {
+                let needed = if *shape == TruthShape::IdOnly { 1 } else { 2 };
+                if columns.len() < needed {
+                    return Err(BridgeError::BadTruth(format!(
+                        "truth returns {} column(s), needs at least {needed} ({})",
+                        columns.len(),
+                        if needed == 1 { "id" } else { "id, value" }
+                    )));
+                }
+                let kind = IdKind::of(columns[0].type_());
+                Learned {
+                    kind,
+                    id_type: columns[0].type_().name().to_string(),
+                    ids_sql: format!(
+                        "{} WHERE {}",
+                        self.all_sql,
+                        kind.condition(&format!("t.{ID_COL}"), n)
+                    ),
+                    all_sql: self.all_sql.clone(),
+                    names: Vec::new(),
+                }
+            }
+        };
         // A concurrent prepare may have won; both learned the same thing.
-        let _ = self.learned.set(Learned {
-            kind,
-            id_type: id_type.name().to_string(),
-            ids_sql,
-        });
+        let _ = self.learned.set(learned);
         Ok(())
+    }
+
+    /// The operator's SQL without trailing semicolons and space.
+    fn body(&self) -> &str {
+        self.sql
+            .trim_end_matches(|c: char| c == ';' || c.is_whitespace())
     }
 
     /// Runs the truth in full with the given statement timeout.
@@ -174,8 +220,9 @@ impl TruthQuery {
         if let Some(ws) = &window {
             params.push((ws, Type::TIMESTAMPTZ));
         }
+        let all_sql = &self.learned.get().expect("prepared above").all_sql;
         let rows = client
-            .query_typed(&self.all_sql, &params)
+            .query_typed(all_sql, &params)
             .map_err(|e| with_timeout(classify(&e), statement_timeout))?;
         Ok(self.to_truth_rows(rows))
     }
@@ -253,18 +300,58 @@ impl TruthQuery {
     }
 
     fn to_truth_rows(&self, rows: Vec<postgres::Row>) -> Vec<TruthRow> {
+        let names = self.names().unwrap_or_default();
         rows.iter()
             .filter_map(|row| {
                 // A NULL id cannot name a key; such rows are skipped.
                 let id: String = row.try_get::<_, Option<String>>(0).ok()??;
                 let value = match self.shape {
-                    TruthShape::IdOnly => None,
+                    TruthShape::IdOnly | TruthShape::Named { .. } => None,
                     TruthShape::IdValue => row.try_get::<_, Option<String>>(1).ok()?,
                 };
-                Some(TruthRow { id, value })
+                let mut named = Vec::with_capacity(names.len());
+                for (i, name) in names.iter().enumerate() {
+                    named.push((Arc::clone(name), row.try_get(i + 1).ok()?));
+                }
+                Some(TruthRow { id, value, named })
             })
             .collect()
     }
+}
+
+/// For `Named`: where `id` is, and the other columns in order. Refuses a
+/// query without `id` or a required column, or with a name twice (which
+/// column is meant would depend on the order).
+fn named_columns(names: &[&str], required: &[String]) -> Result<(usize, Vec<usize>), BridgeError> {
+    let listed = || names.join(", ");
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
+            return Err(BridgeError::BadTruth(format!(
+                "truth returns column '{name}' twice (columns: {})",
+                listed()
+            )));
+        }
+    }
+    for name in std::iter::once("id").chain(required.iter().map(String::as_str)) {
+        if !names.contains(&name) {
+            return Err(BridgeError::BadTruth(format!(
+                "truth has no column '{name}' (columns: {}); columns are matched by name",
+                listed()
+            )));
+        }
+    }
+    let id_at = names
+        .iter()
+        .position(|n| *n == "id")
+        .expect("checked above");
+    let others = (0..names.len()).filter(|&i| i != id_at).collect();
+    Ok((id_at, others))
+}
+
+/// A column name as an SQL identifier: always quoted, quotes doubled, so a
+/// name is never read as SQL.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Parameters for the id-restricted query: the window start if any, then

@@ -132,7 +132,8 @@ fn window_start_cuts_the_sum() {
         some,
         vec![TruthRow {
             id: "4".into(),
-            value: Some("1.750000000000000".into())
+            value: Some("1.750000000000000".into()),
+            named: Vec::new(),
         }]
     );
 
@@ -245,7 +246,8 @@ fn uuid_ids_work_and_bad_ones_are_dropped() {
         rows,
         vec![TruthRow {
             id: "0e6f1b2a-3c4d-4e5f-8a9b-0c1d2e3f4a5b".into(),
-            value: None
+            value: None,
+            named: Vec::new(),
         }]
     );
     assert_eq!(truth.id_type(), Some("uuid"));
@@ -268,7 +270,8 @@ fn other_id_types_compare_as_text() {
         rows,
         vec![TruthRow {
             id: "1.0".into(),
-            value: Some("one".into())
+            value: Some("one".into()),
+            named: Vec::new(),
         }]
     );
     assert_eq!(truth.id_type(), Some("numeric"));
@@ -351,7 +354,8 @@ fn wrong_shapes_are_bad_truth() {
         id_only.run_all(&mut client, None, LIMIT).unwrap(),
         vec![TruthRow {
             id: "1".into(),
-            value: None
+            value: None,
+            named: Vec::new(),
         }]
     );
 }
@@ -404,4 +408,65 @@ fn works_inside_a_transaction() {
     let rows = truth.run_ids(&mut tx, &ids(&["2"]), None, LIMIT).unwrap();
     assert_eq!(rows[0].value.as_deref(), Some("0"));
     tx.rollback().unwrap();
+}
+
+#[test]
+fn named_columns_come_back_by_name_whatever_their_order() {
+    let db = TestDb::new();
+    let mut client = db.client();
+    let named = |required: &[&str]| TruthShape::Named {
+        required: required.iter().map(|s| s.to_string()).collect(),
+    };
+    // A column name that is not an identifier (a dot, a quote) is quoted, never SQL.
+    let sql = r#"SELECT r AS "reset", v AS "stats.total", i AS id, q AS "a""b"
+                 FROM (VALUES (1, '0000', 2.50, NULL), (2, '1800', 3.0, 'x')) AS s(i, r, v, q)"#;
+    let truth = TruthQuery::new(sql, named(&["reset"]), false);
+    let mut rows = truth.run_all(&mut client, None, LIMIT).unwrap();
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    let names: Vec<&str> = truth.names().unwrap().iter().map(|n| &**n).collect();
+    assert_eq!(names, ["reset", "stats.total", "a\"b"]);
+    assert_eq!(truth.id_type(), Some("int4"));
+    let shown: Vec<(String, Vec<Option<String>>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.id.clone(),
+                r.named.iter().map(|(_, v)| v.clone()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (
+                "1".into(),
+                vec![Some("0000".into()), Some("2.50".into()), None]
+            ),
+            (
+                "2".into(),
+                vec![Some("1800".into()), Some("3.0".into()), Some("x".into())]
+            ),
+        ]
+    );
+    assert!(rows.iter().all(|r| r.value.is_none()));
+    // Restricted to ids, through the id column's own type.
+    let two = truth
+        .run_ids(&mut client, &ids(&["2", "abc"]), None, LIMIT)
+        .unwrap();
+    assert_eq!(two.len(), 1);
+    assert_eq!(two[0].id, "2");
+
+    // A missing column is named; nothing runs.
+    let missing = TruthQuery::new(sql, named(&["reset", "type"]), false);
+    let err = missing.run_all(&mut client, None, LIMIT).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "bad truth query: truth has no column 'type' (columns: reset, stats.total, id, a\"b); columns are matched by name"
+    );
+    let no_id = TruthQuery::new("SELECT 1 AS user_id, 2 AS value", named(&[]), false);
+    let err = no_id.run_all(&mut client, None, LIMIT).unwrap_err();
+    assert!(err.to_string().contains("no column 'id'"), "{err}");
+    let twice = TruthQuery::new("SELECT 1 AS id, 2 AS v, 3 AS v", named(&[]), false);
+    let err = twice.run_all(&mut client, None, LIMIT).unwrap_err();
+    assert!(err.to_string().contains("column 'v' twice"), "{err}");
 }

@@ -6,7 +6,7 @@
 -- Runs  CONSISTENCY.CHECK ID <a> ID <b> ... LIMIT <n> FORMAT json
 -- (LIMIT large enough that no entry is left out) over every rule, and returns
 -- an array of the ids that have at least one entry (drift, invalid, orphan,
--- missing or no_ttl, in any rule), each once, in ARGV order. A clean set of ids
+-- missing, no_ttl, bad_ttl or stale, in any rule), each once, in ARGV order. A clean set of ids
 -- returns an empty array.
 --
 -- Read-only. Errors are raised unchanged (too many ids, PostgreSQL down, ...).
@@ -25,8 +25,9 @@ for i = 1, #ARGV do
     table.insert(args, 'ID')
     table.insert(args, ARGV[i])
 end
--- Every id can have one entry per rule and status; LIMIT only trims the
--- report, so a generous bound costs nothing.
+-- Every id can have one entry per rule and status (and per field of a json
+-- rule, per key of a template with several placeholders); LIMIT only trims
+-- the report, so a generous bound costs nothing.
 table.insert(args, 'LIMIT')
 table.insert(args, tostring(#ARGV * 1000))
 table.insert(args, 'FORMAT')

@@ -46,6 +46,10 @@ impl Work for CheckWork {
         self.plan.ids.len()
     }
 
+    fn scans_for_ids(&self) -> bool {
+        self.plan.rules.iter().any(|r| r.rule.key.is_multi())
+    }
+
     fn run<A: Access>(
         self,
         access: &A,

@@ -70,6 +70,10 @@ impl Work for FixIdsWork {
         self.plan.ids.len()
     }
 
+    fn scans_for_ids(&self) -> bool {
+        self.plan.rules.iter().any(|r| r.rule.key.is_multi())
+    }
+
     /// Clearing needs no truth; REWRITE does.
     fn goes_on_without_truth(&self) -> bool {
         !self.plan.rewrite

@@ -73,6 +73,12 @@ pub trait Work: Send + 'static {
     /// Ids or keys the work touches when run inside a script or MULTI; 0 means
     /// the whole keyspace, always refused there.
     fn sync_size(&self) -> usize;
+    /// True when ids' keys are found by a scan (a selected rule's template
+    /// has several placeholders): in a script that scan runs on the main
+    /// thread, so the keyspace must be small too.
+    fn scans_for_ids(&self) -> bool {
+        false
+    }
     /// True when the work can go ahead without the truth (FIX of ids clears):
     /// with PostgreSQL down or the truth lane full it then runs at once on the
     /// keyspace lane, told the truth is unavailable, instead of waiting or
@@ -96,6 +102,7 @@ pub fn dispatch<W: Work>(ctx: &Context, work: W) -> Result<Outcome, CommandError
         ensure_small(
             &main_thread,
             work.sync_size(),
+            work.scans_for_ids(),
             config::sync_max_keys(),
             W::COMMAND,
         )?;

@@ -55,6 +55,17 @@ fn rule_reply(rule: &Rule, default_threshold: f64) -> Reply {
         }
         RuleKind::HashField { field } => fields.push(("field", Reply::text(field.clone()))),
         RuleKind::Number | RuleKind::Presence => {}
+        RuleKind::Json => {
+            if let Some(age) = &rule.age {
+                fields.push(("age_field", Reply::text(age.field.clone())));
+                fields.push(("max_age_sec", Reply::Int(age.max_age_sec as i64)));
+            }
+        }
+    }
+    // Shown only when set, after the kind's own field: older readers of
+    // RULES see the fields they knew, in the same places.
+    if let Some(max) = rule.ttl_max_sec {
+        fields.push(("ttl_max_sec", Reply::Int(max as i64)));
     }
     Reply::Map(fields)
 }

@@ -287,7 +287,7 @@ fn type_name(t: isize) -> &'static str {
     }
 }
 
-/// Reads many keys of one rule kind in one GIL hold. Number rules read their
+/// Reads many keys of one rule kind in one GIL hold. Number and json rules read their
 /// strings with one MGET for the whole batch: a call per key would cost more than
 /// everything else a check does.
 fn read_many(
@@ -296,7 +296,7 @@ fn read_many(
     kind: &RuleKind,
     window_start_ms: f64,
 ) -> Vec<CachedKey> {
-    if *kind != RuleKind::Number {
+    if !matches!(kind, RuleKind::Number | RuleKind::Json) {
         return names
             .iter()
             .map(|n| read_key(ctx, n, kind, window_start_ms))
@@ -313,19 +313,19 @@ fn read_many(
             Probe::Found {
                 key,
                 key_type,
-                has_ttl,
+                ttl_ms,
             } if key_type == raw::REDISMODULE_KEYTYPE_STRING => {
                 strings.push((i, keyname, Recency::save(key.0)));
                 out.push(CachedKey {
                     value: CachedValue::Absent,
-                    has_ttl,
+                    ttl_ms,
                 });
             }
             Probe::Found {
-                key_type, has_ttl, ..
+                key_type, ttl_ms, ..
             } => out.push(CachedKey {
                 value: CachedValue::WrongType(type_name(key_type)),
-                has_ttl,
+                ttl_ms,
             }),
         }
     }
@@ -414,7 +414,8 @@ enum Probe {
     Found {
         key: OpenKey,
         key_type: isize,
-        has_ttl: bool,
+        /// Milliseconds left; None without a TTL.
+        ttl_ms: Option<u64>,
     },
 }
 
@@ -436,7 +437,7 @@ fn probe_key(ctx: &Context, keyname: &OwnedName) -> Probe {
     Probe::Found {
         key,
         key_type,
-        has_ttl: expire > 0,
+        ttl_ms: (expire > 0).then_some(expire as u64),
     }
 }
 
@@ -447,14 +448,14 @@ fn read_key(ctx: &Context, name: &[u8], kind: &RuleKind, window_start_ms: f64) -
     let Probe::Found {
         key,
         key_type,
-        has_ttl,
+        ttl_ms,
     } = probe_key(ctx, &keyname)
     else {
         return CachedKey::ABSENT;
     };
     let value = match kind {
         RuleKind::Presence => CachedValue::Present,
-        RuleKind::Number if key_type == raw::REDISMODULE_KEYTYPE_STRING => {
+        RuleKind::Number | RuleKind::Json if key_type == raw::REDISMODULE_KEYTYPE_STRING => {
             read_string(ctx, &key, &keyname)
         }
         RuleKind::HashField { field } if key_type == raw::REDISMODULE_KEYTYPE_HASH => {
@@ -465,7 +466,7 @@ fn read_key(ctx: &Context, name: &[u8], kind: &RuleKind, window_start_ms: f64) -
         }
         _ => CachedValue::WrongType(type_name(key_type)),
     };
-    CachedKey { value, has_ttl }
+    CachedKey { value, ttl_ms }
 }
 
 fn read_string(ctx: &Context, key: &OpenKey, name: &OwnedName) -> CachedValue {

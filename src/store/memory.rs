@@ -22,12 +22,15 @@ pub enum MemoryValue {
     List(Vec<Vec<u8>>),
 }
 
-/// One key: its value and whether it has a TTL.
+/// One key: its value and its TTL in milliseconds (None: no TTL).
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemoryKey {
     pub value: MemoryValue,
-    pub has_ttl: bool,
+    pub ttl_ms: Option<u64>,
 }
+
+/// The TTL keys get from [`MemoryStore::set`] and friends: an hour.
+pub const DEFAULT_TTL_MS: u64 = 3_600_000;
 
 /// A keyspace in memory.
 #[derive(Debug)]
@@ -67,7 +70,7 @@ impl MemoryStore {
             key.as_bytes().to_vec(),
             MemoryKey {
                 value: MemoryValue::Str(value.as_bytes().to_vec()),
-                has_ttl: true,
+                ttl_ms: Some(DEFAULT_TTL_MS),
             },
         );
     }
@@ -79,7 +82,7 @@ impl MemoryStore {
             .entry(key.as_bytes().to_vec())
             .or_insert(MemoryKey {
                 value: empty,
-                has_ttl: true,
+                ttl_ms: Some(DEFAULT_TTL_MS),
             })
             .value
     }
@@ -106,7 +109,9 @@ impl MemoryStore {
         };
         let value = match (kind, &key.value) {
             (RuleKind::Presence, _) => CachedValue::Present,
-            (RuleKind::Number, MemoryValue::Str(s)) => CachedValue::Text(s.clone()),
+            (RuleKind::Number | RuleKind::Json, MemoryValue::Str(s)) => {
+                CachedValue::Text(s.clone())
+            }
             (RuleKind::HashField { field }, MemoryValue::Hash(h)) => h
                 .get(field.as_bytes())
                 .map_or(CachedValue::NoField, |v| CachedValue::Text(v.clone())),
@@ -129,7 +134,7 @@ impl MemoryStore {
         };
         CachedKey {
             value,
-            has_ttl: key.has_ttl,
+            ttl_ms: key.ttl_ms,
         }
     }
 }
@@ -188,12 +193,12 @@ impl Keyspace for MemoryStore {
     }
 
     fn set_keep_ttl(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
-        let has_ttl = self.keys.get(key).is_some_and(|k| k.has_ttl);
+        let ttl_ms = self.keys.get(key).and_then(|k| k.ttl_ms);
         self.keys.insert(
             key.to_vec(),
             MemoryKey {
                 value: MemoryValue::Str(value.to_vec()),
-                has_ttl,
+                ttl_ms,
             },
         );
         self.writes.push(key.to_vec());
@@ -213,7 +218,7 @@ impl Keyspace for MemoryStore {
                     key.to_vec(),
                     MemoryKey {
                         value: MemoryValue::Hash(h),
-                        has_ttl: false,
+                        ttl_ms: None,
                     },
                 );
             }
@@ -369,6 +374,34 @@ pub mod fake_truth {
                     .map(|(id, v)| TruthRow {
                         id: id.to_string(),
                         value: v.map(str::to_string),
+                        named: Vec::new(),
+                    })
+                    .collect(),
+            );
+            self
+        }
+
+        /// Rows of rule `rule` with named columns (as the bridge returns a
+        /// truth read by name): `columns[0]` must be `id`.
+        pub fn with_named(
+            mut self,
+            rule: &str,
+            columns: &[&str],
+            rows: &[&[Option<&str>]],
+        ) -> FakeTruth {
+            assert_eq!(columns.first(), Some(&"id"));
+            let names: Vec<Arc<str>> = columns[1..].iter().map(|c| Arc::from(*c)).collect();
+            self.rows.insert(
+                rule.to_string(),
+                rows.iter()
+                    .map(|row| TruthRow {
+                        id: row[0].expect("an id").to_string(),
+                        value: None,
+                        named: names
+                            .iter()
+                            .cloned()
+                            .zip(row[1..].iter().map(|v| v.map(str::to_string)))
+                            .collect(),
                     })
                     .collect(),
             );

@@ -16,10 +16,14 @@ use crate::common::{self, as_array, as_bytes, as_i64, as_str, field_names, map_o
 pub use crate::common::CHECK_FIELDS;
 
 /// The fields of one entry, in order.
-pub const ENTRY_FIELDS: [&str; 7] = ["rule", "id", "key", "status", "cached", "truth", "diff"];
+pub const ENTRY_FIELDS: [&str; 8] = [
+    "rule", "id", "key", "status", "cached", "truth", "diff", "field",
+];
 
 /// The statuses, in the order `by_status` lists them.
-pub const STATUSES: [&str; 5] = ["drift", "invalid", "orphan", "missing", "no_ttl"];
+pub const STATUSES: [&str; 7] = [
+    "drift", "invalid", "orphan", "missing", "no_ttl", "bad_ttl", "stale",
+];
 
 /// One entry of a check report (or one the test expects).
 #[derive(Clone, PartialEq)]
@@ -31,19 +35,22 @@ pub struct Entry {
     pub cached: Option<String>,
     pub truth: Option<String>,
     pub diff: Option<f64>,
+    /// The JSON field of a json rule's entry.
+    pub field: Option<String>,
 }
 
 impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{{{} {} {:?} cached={:?} truth={:?} diff={:?}}}",
+            "{{{} {} {:?} cached={:?} truth={:?} diff={:?} field={:?}}}",
             self.rule,
             show(&self.key),
             self.status,
             self.cached,
             self.truth,
-            self.diff
+            self.diff,
+            self.field
         )
     }
 }
@@ -71,7 +78,13 @@ impl Entry {
             cached: None,
             truth: None,
             diff: None,
+            field: None,
         }
+    }
+
+    pub fn field(mut self, v: impl Into<String>) -> Entry {
+        self.field = Some(v.into());
+        self
     }
 
     pub fn cached(mut self, v: impl Into<String>) -> Entry {
@@ -155,14 +168,17 @@ pub fn sort_entries(entries: &mut [Entry]) {
             .abs()
             .total_cmp(&x.abs())
             .then_with(|| a.rule.cmp(&b.rule))
-            .then_with(|| a.key.cmp(&b.key)),
+            .then_with(|| a.key.cmp(&b.key))
+            .then_with(|| status_rank(&a.status).cmp(&status_rank(&b.status)))
+            .then_with(|| a.field.cmp(&b.field)),
         (Some(_), None) => std::cmp::Ordering::Less,
         (None, Some(_)) => std::cmp::Ordering::Greater,
         (None, None) => a
             .rule
             .cmp(&b.rule)
             .then_with(|| a.key.cmp(&b.key))
-            .then_with(|| status_rank(&a.status).cmp(&status_rank(&b.status))),
+            .then_with(|| status_rank(&a.status).cmp(&status_rank(&b.status)))
+            .then_with(|| a.field.cmp(&b.field)),
     });
 }
 
@@ -283,6 +299,7 @@ impl Report {
                     cached: opt_text(&f["cached"], "cached"),
                     truth: opt_text(&f["truth"], "truth"),
                     diff: opt_double(&f["diff"], proto, "diff"),
+                    field: opt_text(&f["field"], "field"),
                 }
             })
             .collect();
@@ -333,6 +350,7 @@ impl Report {
                     cached: e.get("cached").opt_str(),
                     truth: e.get("truth").opt_str(),
                     diff: e.get("diff").opt_num(),
+                    field: e.get("field").opt_str(),
                 }
             })
             .collect();
