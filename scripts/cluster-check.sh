@@ -145,6 +145,10 @@ entries.sort(key=lambda e: (e["diff"] is None, -abs(e["diff"] or 0), e["rule"], 
 shown = entries[:limit]
 merged["truncated"] = merged["drifted"] - len(shown)
 merged["entries"] = shown
+# A CHANGED check is "changed" only if every shard's was.
+modes = [r.get("mode", "full") for _, r in reports]
+merged["mode"] = "changed" if modes and all(m == "changed" for m in modes) else "full"
+merged["reason"] = next((r.get("reason") for _, r in reports if r.get("reason")), None)
 if fix:
     merged["dry_run"] = any(r.get("dry_run") for _, r in reports)
     merged["changed"] = sum(r.get("changed", 0) for _, r in reports)

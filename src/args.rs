@@ -129,7 +129,7 @@ impl ReplyFormat {
     }
 }
 
-/// `CONSISTENCY.CHECK [RULE name]... [ID id]... [THRESHOLD n] [LIMIT n] [FORMAT resp|json]`.
+/// `CONSISTENCY.CHECK [CHANGED] [RULE name]... [ID id]... [THRESHOLD n] [LIMIT n] [FORMAT resp|json]`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct CheckArgs {
     /// Selected rule names, de-duplicated in order; empty means all rules.
@@ -142,6 +142,8 @@ pub struct CheckArgs {
     pub limit: Option<usize>,
     /// Reply encoding; None means the default.
     pub format: Option<ReplyFormat>,
+    /// Only the ids whose keys or truth changed since the last check.
+    pub changed: bool,
 }
 
 /// Which keys FIX repairs.
@@ -173,6 +175,8 @@ pub struct FixArgs {
     pub rewrite: bool,
     /// Reply encoding; None means the default.
     pub format: Option<ReplyFormat>,
+    /// With ALL: check only the ids that changed since the last check.
+    pub changed: bool,
 }
 
 /// What PURGE deletes.
@@ -204,9 +208,10 @@ const DRYRUN: &str = "DRYRUN";
 const REWRITE: &str = "REWRITE";
 const ALL: &str = "ALL";
 const MATCH: &str = "MATCH";
+const CHANGED: &str = "CHANGED";
 
 /// The words that end FIX's run of bare ids.
-const FIX_KEYWORDS: [&str; 7] = [ID, RULE, DRYRUN, REWRITE, THRESHOLD, FORMAT, ALL];
+const FIX_KEYWORDS: [&str; 8] = [ID, RULE, DRYRUN, REWRITE, THRESHOLD, FORMAT, ALL, CHANGED];
 
 /// Parses the arguments of CONSISTENCY.CHECK.
 pub fn parse_check(args: &[&[u8]]) -> Result<CheckArgs, ArgError> {
@@ -228,12 +233,18 @@ pub fn parse_check(args: &[&[u8]]) -> Result<CheckArgs, ArgError> {
         } else if is(arg, FORMAT) {
             once(parsed.format.is_some(), FORMAT)?;
             parsed.format = Some(format(rest.value_of(FORMAT)?)?);
+        } else if is(arg, CHANGED) {
+            once(parsed.changed, CHANGED)?;
+            parsed.changed = true;
         } else {
             return Err(ArgError::UnknownOption(display_arg(arg)));
         }
     }
     parsed.rules = rules.into_strings();
     parsed.ids = ids.items;
+    if parsed.changed && !parsed.ids.is_empty() {
+        return Err(ArgError::Conflict(CHANGED, ID));
+    }
     Ok(parsed)
 }
 
@@ -260,6 +271,7 @@ pub fn parse_fix(args: &[&[u8]]) -> Result<FixArgs, ArgError> {
     let mut threshold_given = None;
     let mut dry_run = false;
     let mut rewrite = false;
+    let mut changed = false;
     let mut format_given = None;
     while let Some(arg) = rest.next() {
         if is(arg, ID) {
@@ -282,6 +294,12 @@ pub fn parse_fix(args: &[&[u8]]) -> Result<FixArgs, ArgError> {
         } else if is(arg, FORMAT) {
             once(format_given.is_some(), FORMAT)?;
             format_given = Some(format(rest.value_of(FORMAT)?)?);
+        } else if is(arg, CHANGED) {
+            if !all {
+                return Err(ArgError::OnlyWithFixAll(CHANGED));
+            }
+            once(changed, CHANGED)?;
+            changed = true;
         } else if is(arg, ALL) {
             return Err(ArgError::AllNotFirst);
         } else if all {
@@ -305,6 +323,7 @@ pub fn parse_fix(args: &[&[u8]]) -> Result<FixArgs, ArgError> {
         dry_run,
         rewrite,
         format: format_given,
+        changed,
     })
 }
 
@@ -538,11 +557,34 @@ mod tests {
                 threshold: Some(2.5),
                 limit: Some(10),
                 format: Some(ReplyFormat::Json),
+                changed: false,
             })
         );
         assert_eq!(
             check("FORMAT resp").unwrap().format,
             Some(ReplyFormat::Resp)
+        );
+    }
+
+    #[test]
+    fn changed_is_a_check_flag_and_a_fix_all_flag_only() {
+        assert!(check("changed RULE a").unwrap().changed);
+        assert!(!check("RULE a").unwrap().changed);
+        assert_eq!(
+            check("CHANGED ID 4").unwrap_err().to_string(),
+            "CHANGED and ID cannot be combined"
+        );
+        assert_eq!(
+            check("CHANGED CHANGED").unwrap_err().to_string(),
+            "CHANGED given twice"
+        );
+        let words: Vec<&[u8]> = vec![b"ALL", b"CHANGED", b"DRYRUN"];
+        let all = parse_fix(&words).unwrap();
+        assert!(all.changed && all.dry_run);
+        let words: Vec<&[u8]> = vec![b"4", b"CHANGED"];
+        assert_eq!(
+            parse_fix(&words).unwrap_err().to_string(),
+            "CHANGED applies only to FIX ALL"
         );
     }
 
@@ -760,6 +802,7 @@ mod tests {
                 dry_run: false,
                 rewrite: false,
                 format: None,
+                changed: false,
             })
         );
         assert_eq!(
@@ -771,6 +814,7 @@ mod tests {
                 dry_run: true,
                 rewrite: true,
                 format: Some(ReplyFormat::Json),
+                changed: false,
             })
         );
     }
@@ -826,6 +870,7 @@ mod tests {
                 dry_run: false,
                 rewrite: false,
                 format: None,
+                changed: false,
             })
         );
         assert_eq!(
@@ -837,6 +882,7 @@ mod tests {
                 dry_run: true,
                 rewrite: true,
                 format: Some(ReplyFormat::Resp),
+                changed: false,
             })
         );
     }

@@ -28,6 +28,7 @@ pub mod defaults {
     pub const SYNC_TIMEOUT_MS: i64 = 250;
     pub const SYNC_MAX_KEYS: i64 = 1000;
     pub const MAX_QUEUE: i64 = 64;
+    pub const DIRTY_MAX_IDS: i64 = 1_000_000;
     pub const DB: i64 = 0;
     pub const AUTOFIX: bool = false;
     pub const THRESHOLD: &str = "5.0";
@@ -59,6 +60,7 @@ pub static NOTIFY_CHANNEL: Mutex<String> = Mutex::new(String::new());
 pub static SYNC_TIMEOUT_MS: AtomicI64 = AtomicI64::new(defaults::SYNC_TIMEOUT_MS);
 pub static SYNC_MAX_KEYS: AtomicI64 = AtomicI64::new(defaults::SYNC_MAX_KEYS);
 pub static MAX_QUEUE: AtomicI64 = AtomicI64::new(defaults::MAX_QUEUE);
+pub static DIRTY_MAX_IDS: AtomicI64 = AtomicI64::new(defaults::DIRTY_MAX_IDS);
 
 /// Set once `init` has run: before that, configs are being loaded and must not act.
 pub static INITIALISED: AtomicBool = AtomicBool::new(false);
@@ -136,6 +138,9 @@ pub fn sync_max_keys() -> usize {
 }
 pub fn max_queue() -> usize {
     int(&MAX_QUEUE).max(1)
+}
+pub fn dirty_max_ids() -> usize {
+    int(&DIRTY_MAX_IDS)
 }
 
 /// `consistency.threshold`: a float kept as a string config (7.0 has no float

@@ -12,7 +12,7 @@ use consistency_bridge::{BridgeError, PgPool, TruthRow};
 
 use crate::cluster::SlotSet;
 use crate::compare::{compare_key, CachedKey, DriftEntry, Tolerance, Truth};
-use crate::report::{CheckReport, RuleTally};
+use crate::report::{CheckMode, CheckReport, RuleTally};
 use crate::rules::RuleKind;
 use crate::state::LoadedRule;
 use crate::stats;
@@ -33,6 +33,11 @@ pub trait TruthSource: Send {
         ids: &[String],
         window_start: Option<SystemTime>,
     ) -> Result<Vec<TruthRow>, BridgeError>;
+
+    /// The ids the rule's `changed` query returns for `since`: ids whose
+    /// truth changed since then (as text, like truth ids).
+    fn changed(&mut self, rule: &LoadedRule, since: SystemTime)
+        -> Result<Vec<String>, BridgeError>;
 
     /// Every row of several rules, in order; one after another unless the
     /// source can run them side by side.
@@ -113,6 +118,25 @@ impl TruthSource for PoolTruth {
         })
     }
 
+    fn changed(
+        &mut self,
+        rule: &LoadedRule,
+        since: SystemTime,
+    ) -> Result<Vec<String>, BridgeError> {
+        let Some(query) = &rule.changed else {
+            return Ok(Vec::new());
+        };
+        let timeout = self.statement_timeout;
+        let started = Instant::now();
+        let result = self.pool.get().and_then(|mut conn| {
+            query
+                .run_all(&mut *conn, Some(since), timeout)
+                .map(|rows| rows.into_iter().map(|r| r.id).collect())
+        });
+        record_truth(started, &result);
+        result
+    }
+
     /// The rules' queries run side by side on their own pooled connections, as
     /// many at once as the pool holds and the machine has cores to spare: the
     /// keyspace scan runs meanwhile, and on two cores parallel queries only
@@ -149,10 +173,14 @@ impl TruthSource for PoolTruth {
 }
 
 /// What to check.
+#[derive(Clone)]
 pub struct CheckPlan {
     pub rules: Vec<Arc<LoadedRule>>,
     /// Given ids: read by name, nothing scanned. Empty: the whole keyspace.
     pub ids: Vec<Vec<u8>>,
+    /// Each rule's own ids instead (CHECK CHANGED), by rule index: read by
+    /// name, nothing scanned, `ids` unused.
+    pub per_rule_ids: Option<Vec<Vec<Vec<u8>>>>,
     pub threshold_override: Option<f64>,
     pub default_threshold: f64,
     pub verify_rounds: u32,
@@ -173,6 +201,7 @@ impl CheckPlan {
         CheckPlan {
             rules,
             ids,
+            per_rule_ids: None,
             threshold_override,
             default_threshold: crate::config::threshold(),
             verify_rounds: crate::config::verify_rounds(),
@@ -275,10 +304,10 @@ pub fn run_check<A: Access, T: TruthSource>(
         truth_time: Duration::ZERO,
         slots,
     };
-    let (mut entries, by_rule, ids) = if plan.ids.is_empty() {
-        run.scan_round()?
-    } else {
-        run.ids_round()?
+    let (mut entries, by_rule, ids) = match &plan.per_rule_ids {
+        Some(per_rule) => run.ids_round(per_rule.clone())?,
+        None if plan.ids.is_empty() => run.scan_round()?,
+        None => run.ids_round(vec![plan.ids.clone(); plan.rules.len()])?,
     };
     let mut rounds = 1;
     while rounds < plan.verify_rounds && !entries.is_empty() {
@@ -293,6 +322,7 @@ pub fn run_check<A: Access, T: TruthSource>(
         duration_ms: 0,
         truth_ms: run.truth_time.as_millis() as u64,
         entries,
+        mode: CheckMode::Full,
     };
     for tally in &mut report.by_rule {
         tally.drifted = report
@@ -419,18 +449,31 @@ impl<A: Access, T: TruthSource> Run<'_, A, T> {
         Ok((entries, tallies, distinct))
     }
 
-    /// Round one for given ids: truth for just those ids, keys read by name
-    /// (and, for templates with several placeholders, found by one scan).
-    fn ids_round(&mut self) -> Result<(Vec<DriftEntry>, Vec<RuleTally>, u64), CheckError> {
+    /// Round one for given ids, per rule index: truth for just those ids,
+    /// keys read by name (and, for templates with several placeholders,
+    /// found by a scan: one for all rules when they ask the same ids).
+    fn ids_round(
+        &mut self,
+        per_rule: Vec<Vec<Vec<u8>>>,
+    ) -> Result<(Vec<DriftEntry>, Vec<RuleTally>, u64), CheckError> {
         let rules = &self.plan.rules;
-        let scanned = keys_of_ids(self.access, rules, &self.plan.ids, self.plan.scan_batch)?;
-        let targets: Vec<Target> = (0..rules.len())
+        let batch = self.plan.scan_batch;
+        let scanned = if per_rule.windows(2).all(|w| w[0] == w[1]) {
+            let ids = per_rule.first().map_or(&[][..], Vec::as_slice);
+            keys_of_ids(self.access, rules, ids, batch)?
+        } else {
+            let mut scanned = Vec::with_capacity(rules.len());
+            for (rule, ids) in rules.iter().zip(&per_rule) {
+                let mut keys = keys_of_ids(self.access, std::slice::from_ref(rule), ids, batch)?;
+                scanned.push(keys.pop().unwrap_or_default());
+            }
+            scanned
+        };
+        let targets: Vec<Target> = per_rule
+            .into_iter()
             .zip(scanned)
-            .map(|(i, keys)| Target {
-                rule: i,
-                ids: self.plan.ids.clone(),
-                keys,
-            })
+            .enumerate()
+            .map(|(i, (ids, keys))| Target { rule: i, ids, keys })
             .collect();
         let (entries, checked) = self.check_ids(&targets, true, false)?;
         let tallies = rules
@@ -443,7 +486,7 @@ impl<A: Access, T: TruthSource> Run<'_, A, T> {
             })
             .collect();
         let mut ids: HashSet<&[u8]> = HashSet::new();
-        ids.extend(self.plan.ids.iter().map(Vec::as_slice));
+        ids.extend(targets.iter().flat_map(|t| t.ids.iter().map(Vec::as_slice)));
         Ok((entries, tallies, ids.len() as u64))
     }
 
@@ -820,6 +863,7 @@ mod run_tests {
         CheckPlan {
             rules,
             ids: Vec::new(),
+            per_rule_ids: None,
             threshold_override: None,
             default_threshold: threshold,
             verify_rounds: 2,

@@ -680,6 +680,7 @@ mod tests {
         CheckPlan {
             rules,
             ids: Vec::new(),
+            per_rule_ids: None,
             threshold_override: None,
             default_threshold: 5.0,
             verify_rounds: 2,

@@ -3,11 +3,12 @@
 //!
 //! Everything that touches Redis lives in this crate; `consistency-bridge` knows
 //! PostgreSQL. Pure parts (args, rules, template, compare, decimal, report,
-//! reply, text, ordered_json) carry their own unit tests and no Redis types.
-//! The run layer (drift_check, fix, purge, schedule, sync_run) talks to Redis
-//! only through the `store` seam, implemented once over the module API in `redis_api` (the only
-//! folder with `raw::` and `unsafe`, besides the registration below) and once in
-//! memory for unit tests; `commands` turns its plain results into replies.
+//! reply, text, ordered_json, dirty) carry their own unit tests and no Redis
+//! types. The run layer (drift_check, incremental, fix, purge, schedule,
+//! sync_run) talks to Redis only through the `store` seam, implemented once
+//! over the module API in `redis_api` (the only folder with `raw::` and
+//! `unsafe`, besides the registration below) and once in memory for unit
+//! tests; `commands` turns its plain results into replies.
 
 pub mod args;
 pub mod cluster;
@@ -16,11 +17,13 @@ pub mod compare;
 pub mod compare_json;
 pub mod config;
 pub mod decimal;
+pub mod dirty;
 pub mod drift_check;
 pub mod error;
 pub mod fast_hash;
 pub mod fix;
 pub mod glob;
+pub mod incremental;
 pub mod ordered_json;
 pub mod purge;
 pub mod redis_api;
@@ -52,6 +55,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     // COMMAND DOCS on Redis 7.0+; a no-op on servers without SetCommandInfo.
     redis_api::command_docs::register(ctx);
     schedule::start(ctx);
+    redis_api::key_events::register_server_events(ctx);
     unsafe { raw::RedisModule_RegisterInfoFunc.unwrap()(ctx.ctx, Some(redis_api::info::write)) };
     config::INITIALISED.store(true, Ordering::Release);
     Status::Ok
@@ -101,6 +105,10 @@ mod registration {
             ["consistency.fix", commands::fix::fix, "write", 0, 0, 0, "", "dangerous"],
             ["consistency.purge", commands::purge::purge, "write", 0, 0, 0, "", "dangerous"],
         ],
+        // Writes, expiries and evictions of rule keys: the ids CHECK CHANGED reads.
+        event_handlers: [
+            [@STRING @GENERIC @HASH @ZSET @LIST @SET @EXPIRED @EVICTED: redis_api::key_events::on_key_event],
+        ],
         configurations: [
             i64: [
                 ["pg-connect-timeout-ms", &config::PG_CONNECT_TIMEOUT_MS, config::defaults::PG_CONNECT_TIMEOUT_MS, 1, 600_000, DEFAULT, Some(Box::new(pool_changed))],
@@ -116,6 +124,7 @@ mod registration {
                 ["sync-timeout-ms", &config::SYNC_TIMEOUT_MS, config::defaults::SYNC_TIMEOUT_MS, 1, 60_000, DEFAULT, None],
                 ["sync-max-keys", &config::SYNC_MAX_KEYS, config::defaults::SYNC_MAX_KEYS, 0, 1_000_000, DEFAULT, None],
                 ["max-queue", &config::MAX_QUEUE, config::defaults::MAX_QUEUE, 1, 100_000, IMMUTABLE, None],
+                ["dirty-max-ids", &config::DIRTY_MAX_IDS, config::defaults::DIRTY_MAX_IDS, 0, 1_000_000_000, DEFAULT, None],
             ],
             string: [
                 ["pg-url", &config::PG_URL, config::DEFAULT_PG_URL, DEFAULT, Some(Box::new(pool_changed))],

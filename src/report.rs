@@ -3,6 +3,7 @@
 use std::cmp::Ordering;
 
 use crate::compare::{DriftEntry, Status, STATUS_COUNT};
+use crate::dirty::FullReason;
 use crate::fix::{FixIdsOutcome, FixOutcome};
 use crate::purge::PurgeOutcome;
 use crate::reply::Reply;
@@ -13,6 +14,37 @@ pub struct RuleTally {
     pub rule: String,
     pub checked: u64,
     pub drifted: u64,
+}
+
+/// Whether a check read every key or only the ids that changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum CheckMode {
+    /// Every key of the selected rules (or the given ids).
+    #[default]
+    Full,
+    /// A CHECK CHANGED that had to read everything, and why.
+    FullInstead(FullReason),
+    /// Only the ids whose keys were written, expired or evicted, or whose
+    /// truth the rule's `changed` query returned.
+    Changed,
+}
+
+impl CheckMode {
+    /// The reply's `mode` field.
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckMode::Full | CheckMode::FullInstead(_) => "full",
+            CheckMode::Changed => "changed",
+        }
+    }
+
+    /// The reply's `reason` field.
+    pub fn reason(self) -> Option<&'static str> {
+        match self {
+            CheckMode::FullInstead(why) => Some(why.as_str()),
+            _ => None,
+        }
+    }
 }
 
 /// Everything a finished check knows, before LIMIT cuts the entries.
@@ -26,6 +58,7 @@ pub struct CheckReport {
     pub truth_ms: u64,
     /// Sorted as reported: see [`CheckReport::sort_entries`].
     pub entries: Vec<DriftEntry>,
+    pub mode: CheckMode,
 }
 
 impl CheckReport {
@@ -115,6 +148,8 @@ impl CheckReport {
                         .collect(),
                 ),
             ),
+            ("mode", Reply::text(self.mode.name())),
+            ("reason", Reply::opt_text(self.mode.reason())),
         ]
     }
 
@@ -252,6 +287,7 @@ mod tests {
             rounds: 2,
             duration_ms: 7,
             truth_ms: 3,
+            mode: CheckMode::Full,
             entries: vec![
                 entry("b", "k2", Status::Orphan, None),
                 entry("a", "k1", Status::Drift, Some(6.0)),
@@ -298,7 +334,9 @@ mod tests {
                 "duration_ms",
                 "truth_ms",
                 "truncated",
-                "entries"
+                "entries",
+                "mode",
+                "reason"
             ]
         );
         assert_eq!(reply.get("drifted"), Some(&Reply::Int(4)));
@@ -328,6 +366,16 @@ mod tests {
     #[test]
     fn empty_report_has_zero_rate_and_null_max() {
         let reply = CheckReport::default().to_reply(100);
+        assert_eq!(reply.get("mode"), Some(&Reply::text("full")));
+        assert_eq!(reply.get("reason"), Some(&Reply::Null));
+        let instead = CheckReport {
+            mode: CheckMode::FullInstead(FullReason::Overflowed),
+            ..CheckReport::default()
+        };
+        assert_eq!(
+            instead.to_reply(1).get("reason"),
+            Some(&Reply::text("dirty set overflowed"))
+        );
         assert_eq!(reply.get("rate"), Some(&Reply::Double(0.0)));
         assert_eq!(reply.get("max_diff"), Some(&Reply::Null));
         assert_eq!(reply.get("max_diff_key"), Some(&Reply::Null));
@@ -339,7 +387,7 @@ mod tests {
         let fields = r.fields(100, &|i| {
             (r.entries[i].status == Status::Drift).then_some("deleted")
         });
-        let entries = &fields.last().unwrap().1;
+        let entries = &fields.iter().find(|(n, _)| *n == "entries").unwrap().1;
         let Reply::Array(items) = entries else {
             panic!()
         };

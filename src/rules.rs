@@ -139,7 +139,19 @@ pub struct Rule {
     pub age: Option<AgeLimit>,
     /// This rule's own schedule; None uses `check-interval-sec`.
     pub interval_sec: Option<u64>,
+    /// SQL returning the ids whose truth changed since `$1` (a timestamptz):
+    /// CHANGED checks add them to the ids whose keys were written.
+    pub changed: Option<String>,
+    /// How far before the previous run's start `changed` looks: `now()` is a
+    /// transaction's start, so rows committed late carry earlier times.
+    pub changed_overlap_ms: u64,
+    /// With a schedule: scheduled runs are CHANGED checks, and one in this
+    /// many seconds is a full check.
+    pub full_every_sec: Option<u64>,
 }
+
+/// `changed_overlap_ms` when the rule does not say.
+pub const DEFAULT_CHANGED_OVERLAP_MS: u64 = 60_000;
 
 impl Rule {
     /// The absolute threshold in force: a command's THRESHOLD (`override_`)
@@ -291,7 +303,7 @@ impl RuleSet {
 }
 
 /// The fields a rule may have, in the order the file format documents them.
-const RULE_FIELDS: [&str; 16] = [
+const RULE_FIELDS: [&str; 19] = [
     "name",
     "kind",
     "key",
@@ -308,6 +320,9 @@ const RULE_FIELDS: [&str; 16] = [
     "ttl_max_sec",
     "age_field",
     "max_age_sec",
+    "changed",
+    "changed_overlap_ms",
+    "full_every_sec",
 ];
 
 /// Checks the document is `{"rules": [...]}` and returns the array.
@@ -540,6 +555,38 @@ fn rule_from_fields(name: String, fields: &[(String, JsonNode)]) -> Result<Rule,
         }
     };
 
+    let changed = match lookup(fields, "changed") {
+        None => None,
+        Some(JsonNode::String(sql)) if sql.contains("$1") => Some(sql.clone()),
+        Some(JsonNode::String(_)) => {
+            return Err(
+                "field 'changed' must use $1 (the time since which ids changed)".to_string(),
+            )
+        }
+        Some(other) => {
+            return Err(format!(
+                "field 'changed' must be an SQL query returning ids, got {}",
+                describe(other)
+            ))
+        }
+    };
+    let changed_overlap_ms = match lookup(fields, "changed_overlap_ms") {
+        None => DEFAULT_CHANGED_OVERLAP_MS,
+        Some(JsonNode::Number(n)) if n.as_u64().is_some() => n.as_u64().unwrap_or_default(),
+        Some(other) => {
+            return Err(format!(
+                "field 'changed_overlap_ms' must be a non-negative integer, got {}",
+                describe(other)
+            ))
+        }
+    };
+    if changed.is_none() && lookup(fields, "changed_overlap_ms").is_some() {
+        return Err("field 'changed_overlap_ms' needs field 'changed'".to_string());
+    }
+    let full_every_sec = lookup(fields, "full_every_sec")
+        .map(|value| positive_integer("full_every_sec", value))
+        .transpose()?;
+
     Ok(Rule {
         name,
         kind,
@@ -553,6 +600,9 @@ fn rule_from_fields(name: String, fields: &[(String, JsonNode)]) -> Result<Rule,
         ttl_max_sec,
         age,
         interval_sec,
+        changed,
+        changed_overlap_ms,
+        full_every_sec,
     })
 }
 
@@ -756,6 +806,9 @@ mod tests {
                 ttl_max_sec: Some(7200),
                 age: None,
                 interval_sec: Some(3600),
+                changed: None,
+                changed_overlap_ms: DEFAULT_CHANGED_OVERLAP_MS,
+                full_every_sec: None,
             }
         );
     }
@@ -1132,6 +1185,20 @@ mod tests {
             (number(r#", "fix": false"#), "field 'fix' must be delete, rewrite or none, got false"),
             (number(r#", "missing": "warn""#), "field 'missing' must be ignore or report, got 'warn'"),
             (number(r#", "missing": 1"#), "field 'missing' must be ignore or report, got 1"),
+            (
+                number(r#", "changed": "SELECT user_id FROM ledger""#),
+                "field 'changed' must use $1 (the time since which ids changed)",
+            ),
+            (number(r#", "changed": 3"#), "field 'changed' must be an SQL query returning ids, got 3"),
+            (
+                number(r#", "changed": "SELECT 1 WHERE $1 > now()", "changed_overlap_ms": -1"#),
+                "field 'changed_overlap_ms' must be a non-negative integer, got -1",
+            ),
+            (
+                number(r#", "changed_overlap_ms": 5"#),
+                "field 'changed_overlap_ms' needs field 'changed'",
+            ),
+            (number(r#", "full_every_sec": 0"#), "field 'full_every_sec' must be a positive integer, got 0"),
             (number(r#", "require_ttl": "yes""#), "field 'require_ttl' must be true or false, got 'yes'"),
             (number(r#", "require_ttl": 1"#), "field 'require_ttl' must be true or false, got 1"),
             (number(r#", "interval_sec": 0"#), "field 'interval_sec' must be a positive integer, got 0"),

@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 use redis_module::Context;
 
 use crate::config;
-use crate::drift_check::{run_check, CheckPlan, PoolTruth};
+use crate::drift_check::{CheckPlan, PoolTruth};
 use crate::fix::{fix_all, notify_presence};
+use crate::incremental::run_tracked;
 use crate::redis_api::detached::Detached;
 use crate::redis_api::writes;
 use crate::reply::bytes_as_text;
-use crate::report::CheckReport;
+use crate::report::{CheckMode, CheckReport};
 use crate::state::{self, LoadedRule};
 use crate::stats;
 
@@ -42,6 +43,8 @@ struct RuleTimer {
     last: Instant,
     failures: u32,
     retry_at: Option<Instant>,
+    /// When its last full check completed (rules with `full_every_sec`).
+    last_full: Option<Instant>,
 }
 
 impl RuleTimer {
@@ -74,12 +77,18 @@ fn tick(ctx: &Context, _: ()) {
         return;
     }
     let names: Vec<String> = due.iter().map(|r| r.rule.name.clone()).collect();
+    let changed = changed_run(&due, now);
     RUNNING.store(true, Ordering::Release);
     let run_names = names.clone();
     let submitted = state::lanes().truth.try_submit(Box::new(move || {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(due)));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(due, changed)));
         let failed = match result {
-            Ok(Ok(())) => false,
+            Ok(Ok(full)) => {
+                if full {
+                    mark_full(&run_names, Instant::now());
+                }
+                false
+            }
             Ok(Err(why)) => {
                 log::warn!("consistency: {why}");
                 true
@@ -125,6 +134,7 @@ fn due_rules(now: Instant) -> Vec<Arc<LoadedRule>> {
             last: now,
             failures: 0,
             retry_at: None,
+            last_full: None,
         });
         if now >= timer.due_at(interval) {
             due.push(Arc::clone(rule));
@@ -141,6 +151,33 @@ fn mark_run(names: &[String], now: Instant) {
         if let Some(timer) = timers.get_mut(name) {
             timer.last = now;
             timer.retry_at = None;
+        }
+    }
+}
+
+/// Whether a run of `due` checks only what changed: every rule sets
+/// `full_every_sec`, and none is due its full check.
+fn changed_run(due: &[Arc<LoadedRule>], now: Instant) -> bool {
+    let guard = TIMERS.lock().unwrap();
+    due.iter().all(|rule| {
+        let Some(every) = rule.rule.full_every_sec else {
+            return false;
+        };
+        guard
+            .as_ref()
+            .and_then(|t| t.get(&rule.rule.name))
+            .and_then(|t| t.last_full)
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(every))
+    })
+}
+
+/// Records that these rules' run read everything.
+fn mark_full(names: &[String], now: Instant) {
+    let mut guard = TIMERS.lock().unwrap();
+    let timers = guard.get_or_insert_with(HashMap::new);
+    for name in names {
+        if let Some(timer) = timers.get_mut(name) {
+            timer.last_full = Some(now);
         }
     }
 }
@@ -210,8 +247,9 @@ fn probe_when_idle(now: Instant) {
     }));
 }
 
-/// One scheduled run; Err says why it could not complete.
-fn run(rules: Vec<Arc<LoadedRule>>) -> Result<(), String> {
+/// One scheduled run (a CHECK CHANGED with `changed`); Ok says whether it
+/// read everything, Err why it could not complete.
+fn run(rules: Vec<Arc<LoadedRule>>, changed: bool) -> Result<bool, String> {
     let autofix = config::autofix();
     let names: Vec<String> = rules.iter().map(|r| r.rule.name.clone()).collect();
     let failed =
@@ -219,9 +257,11 @@ fn run(rules: Vec<Arc<LoadedRule>>) -> Result<(), String> {
     let plan = CheckPlan::configured(rules, Vec::new(), None);
     let access = Detached::new(config::db(), config::job_timeout()).map_err(|e| failed(&e))?;
     let mut truth = PoolTruth::from_pool().map_err(|e| failed(&e))?;
-    let report = run_check(&plan, &access, &mut truth).map_err(|e| failed(&e))?;
+    let report = run_tracked(&plan, changed, &access, &mut truth, state::dirty_set())
+        .map_err(|e| failed(&e))?;
+    let full = report.mode != CheckMode::Changed;
     stats::record_check(&report, true);
-    let mut outcome = Ok(());
+    let mut outcome = Ok(full);
     let repaired = if autofix {
         match fix_all(&plan, &report, &access, false, false) {
             Ok(fixed) => fixed.changed as i64,

@@ -1,7 +1,8 @@
-//! The module's running state: loaded rules, the PostgreSQL pool and the lanes.
+//! The module's running state: loaded rules, the PostgreSQL pool, the lanes and
+//! the dirty ids of CHECK CHANGED.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
 use redis_module::configuration::{ConfigurationContext, ConfigurationValue};
@@ -12,12 +13,15 @@ use consistency_bridge::{
 };
 
 use crate::config;
+use crate::dirty::DirtySet;
 use crate::rules::{Rule, RuleKind, RuleSet, RulesError};
 
 /// A rule with its truth query, which learns the id column's type once.
 pub struct LoadedRule {
     pub rule: Rule,
     pub truth: TruthQuery,
+    /// The rule's `changed` query: ids whose truth changed since `$1`.
+    pub changed: Option<TruthQuery>,
 }
 
 impl LoadedRule {
@@ -38,7 +42,15 @@ impl LoadedRule {
         };
         let takes_window = matches!(rule.kind, RuleKind::WindowSum { .. });
         let truth = TruthQuery::new(&rule.truth, shape, takes_window);
-        LoadedRule { rule, truth }
+        let changed = rule
+            .changed
+            .as_deref()
+            .map(|sql| TruthQuery::new(sql, TruthShape::IdOnly, true));
+        LoadedRule {
+            rule,
+            truth,
+            changed,
+        }
     }
 }
 
@@ -67,6 +79,21 @@ impl LoadedRules {
 
 static RULES: RwLock<Option<Arc<LoadedRules>>> = RwLock::new(None);
 
+/// The ids written since each rule's last check (CHECK CHANGED).
+static DIRTY: OnceLock<Mutex<DirtySet>> = OnceLock::new();
+
+/// The dirty set, locked, with its bound as configured now.
+pub fn dirty() -> MutexGuard<'static, DirtySet> {
+    let mut set = dirty_set().lock().unwrap_or_else(|p| p.into_inner());
+    set.set_max(config::dirty_max_ids());
+    set
+}
+
+/// The dirty set itself, for the run layer to lock when it needs it.
+pub fn dirty_set() -> &'static Mutex<DirtySet> {
+    DIRTY.get_or_init(|| Mutex::new(DirtySet::new(config::dirty_max_ids())))
+}
+
 pub fn rules() -> Arc<LoadedRules> {
     RULES.read().unwrap().clone().unwrap_or_default()
 }
@@ -90,6 +117,8 @@ pub fn load_rules(path: &str) -> Result<usize, RulesError> {
     };
     let count = loaded.rules.len();
     *RULES.write().unwrap() = Some(Arc::new(loaded));
+    // A rule's ids may name other keys now: every rule starts over.
+    dirty().clear();
     Ok(count)
 }
 

@@ -230,8 +230,9 @@ pub fn info_fields(
     ]
 }
 
-/// One rule's dict field of `INFO consistency`, keys in the documented order.
-pub fn rule_info_fields(rule: &str) -> Vec<(&'static str, i64)> {
+/// One rule's dict field of `INFO consistency`, keys in the documented order;
+/// `dirty`: its ids waiting for a CHANGED check.
+pub fn rule_info_fields(rule: &str, dirty: usize) -> Vec<(&'static str, i64)> {
     let run = rule_run(rule);
     vec![
         ("checked", run.checked as i64),
@@ -243,5 +244,6 @@ pub fn rule_info_fields(rule: &str) -> Vec<(&'static str, i64)> {
         ),
         ("last_duration_ms", run.duration_ms as i64),
         ("runs_failed", run.runs_failed as i64),
+        ("dirty", dirty as i64),
     ]
 }

@@ -212,6 +212,18 @@ impl TruthSource for DirectTruth {
         record_truth(started, &result);
         result
     }
+
+    /// CHANGED checks never run inside a script or MULTI (their size is not
+    /// known before they start), so nothing asks this.
+    fn changed(
+        &mut self,
+        _rule: &LoadedRule,
+        _since: SystemTime,
+    ) -> Result<Vec<String>, BridgeError> {
+        Err(BridgeError::Query(
+            "CHANGED does not run inside a script or MULTI".to_string(),
+        ))
+    }
 }
 
 /// Refuses work too large to run on the main thread.

@@ -96,7 +96,8 @@ fn assert_rule_runs(redis: &TestRedis, r: &Report) {
                 "drifted",
                 "last_run_age_sec",
                 "last_duration_ms",
-                "runs_failed"
+                "runs_failed",
+                "dirty"
             ]
         );
         let value = |k: &str| fields.iter().find(|(n, _)| n == k).unwrap().1;
@@ -231,7 +232,7 @@ fn status_and_info_account_for_each_check() {
         .into_iter()
         .map(|(_, v)| v)
         .collect();
-    assert_eq!(never, [0, 0, -1, 0, 0], "a rule before its first run");
+    assert_eq!(never, [0, 0, -1, 0, 0, 0], "a rule before its first run");
 
     ledger::fill_cache_weekly(&mut c, &pg);
     let truth = truth_map(&ledger::truth_weekly(&pg));

@@ -55,12 +55,13 @@ const FIELDS: [&str; 22] = [
 
 /// The keys of a rule's INFO dict field, in order; the script exports each as
 /// `consistency_rule_<key>:<rule>`.
-const RULE_FIELDS: [&str; 5] = [
+const RULE_FIELDS: [&str; 6] = [
     "checked",
     "drifted",
     "last_run_age_sec",
     "last_duration_ms",
     "runs_failed",
+    "dirty",
 ];
 
 /// What the script returns with the weekly rule loaded, in order.
@@ -463,8 +464,13 @@ impl Prometheus {
             .unwrap();
         let mut raw = String::new();
         s.read_to_string(&mut raw).expect("read alerts");
-        let (_, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
-        let doc: serde_json::Value = serde_json::from_str(body).expect("alerts JSON");
+        let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
+        // Until its first rule evaluation Prometheus answers 503 "not ready".
+        if !head.contains(" 200 ") {
+            return Vec::new();
+        }
+        let doc: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("alerts JSON: {e}: {body}"));
         doc["data"]["alerts"]
             .as_array()
             .expect("data.alerts")

@@ -8,6 +8,7 @@ mod check_support;
 mod common;
 mod fault_support;
 
+mod changed;
 mod check_concurrent;
 mod check_kinds;
 mod check_latency;

@@ -4,10 +4,12 @@ use redis_module::{Context, RedisResult, RedisString};
 
 use super::{dispatch, guarded, render, select_rules, LaneKind, TruthConnection, Work};
 use crate::args::{parse_check, ReplyFormat};
-use crate::drift_check::{run_check, CheckPlan};
+use crate::drift_check::CheckPlan;
 use crate::error::CommandError;
 use crate::fix::notify_presence;
+use crate::incremental::run_tracked;
 use crate::reply::Reply;
+use crate::state;
 use crate::stats;
 use crate::store::Access;
 
@@ -15,10 +17,13 @@ use crate::store::Access;
 pub const DEFAULT_LIMIT: usize = 100;
 
 /// ```text
-/// CONSISTENCY.CHECK [RULE name]... [ID id]... [THRESHOLD n] [LIMIT n] [FORMAT resp|json]
+/// CONSISTENCY.CHECK [CHANGED] [RULE name]... [ID id]... [THRESHOLD n] [LIMIT n] [FORMAT resp|json]
 /// ```
 /// Compares every key of the selected rules (all by default) in the caller's db
-/// with the truth from PostgreSQL and reports what drifted. Read-only.
+/// with the truth from PostgreSQL and reports what drifted. Read-only. With
+/// CHANGED, only the ids written, expired or evicted (or returned by the
+/// rule's `changed` query) since the last check; full when those may be
+/// incomplete, saying why.
 pub fn check(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guarded(ctx, args, |ctx, args| {
         let args = parse_check(args)?;
@@ -27,6 +32,7 @@ pub fn check(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             plan,
             limit: args.limit.unwrap_or(DEFAULT_LIMIT),
             format: args.format.unwrap_or(ReplyFormat::Resp),
+            changed: args.changed,
         };
         dispatch(ctx, work)
     })
@@ -36,6 +42,7 @@ struct CheckWork {
     plan: CheckPlan,
     limit: usize,
     format: ReplyFormat,
+    changed: bool,
 }
 
 impl Work for CheckWork {
@@ -56,7 +63,7 @@ impl Work for CheckWork {
         truth: &mut TruthConnection,
     ) -> Result<Reply, CommandError> {
         truth.available()?;
-        let report = run_check(&self.plan, access, truth)?;
+        let report = run_tracked(&self.plan, self.changed, access, truth, state::dirty_set())?;
         // Presence findings are events the application acts on.
         let _ = notify_presence(access, &self.plan.rules, &report.entries);
         stats::record_check(&report, self.plan.ids.is_empty());

@@ -9,19 +9,20 @@ use super::{dispatch, guarded, render, select_rules, LaneKind, TruthConnection, 
 use crate::args::{parse_fix, FixArgs, FixTarget, ReplyFormat};
 use crate::commands::check::DEFAULT_LIMIT;
 use crate::config;
-use crate::drift_check::{run_check, CheckPlan};
+use crate::drift_check::CheckPlan;
 use crate::error::CommandError;
 use crate::fix::{fix_all, fix_ids, FixIdsPlan};
+use crate::incremental::run_tracked;
 use crate::reply::Reply;
 use crate::report::{fix_all_reply, fix_ids_reply};
 use crate::rules::FixPolicy;
-use crate::state::LoadedRule;
+use crate::state::{self, LoadedRule};
 use crate::stats;
 use crate::store::Access;
 
 /// ```text
 /// CONSISTENCY.FIX id [id ...] [ID id]... [RULE name]... [DRYRUN] [REWRITE] [FORMAT resp|json]
-/// CONSISTENCY.FIX ALL [RULE name]... [THRESHOLD n] [DRYRUN] [REWRITE] [FORMAT resp|json]
+/// CONSISTENCY.FIX ALL [CHANGED] [RULE name]... [THRESHOLD n] [DRYRUN] [REWRITE] [FORMAT resp|json]
 /// ```
 /// With ids: clears (or rewrites to the truth) every selected rule's key for
 /// those ids; clearing works with PostgreSQL down. With ALL: checks, then repairs
@@ -50,6 +51,7 @@ pub fn fix(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                     dry_run: args.dry_run,
                     rewrite: args.rewrite,
                     format,
+                    changed: args.changed,
                 };
                 dispatch(ctx, work)
             }
@@ -95,6 +97,7 @@ struct FixAllWork {
     dry_run: bool,
     rewrite: bool,
     format: ReplyFormat,
+    changed: bool,
 }
 
 impl Work for FixAllWork {
@@ -112,7 +115,7 @@ impl Work for FixAllWork {
         truth: &mut TruthConnection,
     ) -> Result<Reply, CommandError> {
         truth.available()?;
-        let report = run_check(&self.plan, access, truth)?;
+        let report = run_tracked(&self.plan, self.changed, access, truth, state::dirty_set())?;
         stats::record_check(&report, true);
         let outcome = fix_all(&self.plan, &report, access, self.dry_run, self.rewrite)?;
         Ok(render(

@@ -227,6 +227,14 @@ impl TruthSource for TruthConnection {
         self.source()?.ids(rule, ids, window)
     }
 
+    fn changed(
+        &mut self,
+        rule: &LoadedRule,
+        since: SystemTime,
+    ) -> Result<Vec<String>, BridgeError> {
+        self.source()?.changed(rule, since)
+    }
+
     fn all_of(
         &mut self,
         rules: &[(&LoadedRule, Option<SystemTime>)],

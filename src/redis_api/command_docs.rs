@@ -116,6 +116,7 @@ const RULES_ARG: Arg = Arg::string("rule").token("RULE").repeated();
 const ID_ARG: Arg = Arg::string("id").token("ID").repeated();
 const DRYRUN_ARG: Arg = Arg::keyword("DRYRUN").optional();
 const REWRITE_ARG: Arg = Arg::keyword("REWRITE").optional();
+const CHANGED_ARG: Arg = Arg::keyword("CHANGED").optional();
 const THRESHOLD_ARG: Arg = Arg::new("threshold", ArgType::Double)
     .token("THRESHOLD")
     .optional();
@@ -134,9 +135,17 @@ pub const COMMANDS: &[CommandDoc] = &[
         summary: "Compares the cached keys of the selected rules (all by default) with the truth \
                   in PostgreSQL and reports what drifted. Read-only.",
         complexity: "O(N) where N is the number of keys the selected rules cover, plus one \
-                     PostgreSQL query per rule.",
+                     PostgreSQL query per rule; with CHANGED, O(C) for the C ids written or \
+                     changed since the last check.",
         arity: -1,
-        args: &[RULES_ARG, ID_ARG, THRESHOLD_ARG, LIMIT_ARG, FORMAT_ARG],
+        args: &[
+            CHANGED_ARG,
+            RULES_ARG,
+            ID_ARG,
+            THRESHOLD_ARG,
+            LIMIT_ARG,
+            FORMAT_ARG,
+        ],
     },
     CommandDoc {
         name: "consistency.fix",
@@ -151,7 +160,7 @@ pub const COMMANDS: &[CommandDoc] = &[
                 "target",
                 &[
                     Arg::block("ids", &[Arg::string("id").multiple(), ID_ARG]),
-                    Arg::block("all", &[Arg::keyword("ALL"), THRESHOLD_ARG]),
+                    Arg::block("all", &[Arg::keyword("ALL"), CHANGED_ARG, THRESHOLD_ARG]),
                 ],
             ),
             RULES_ARG,

@@ -27,7 +27,8 @@ pub extern "C" fn write(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_
     for rule in &rules.rules {
         let name = &rule.rule.name;
         raw::add_info_begin_dict_field(ctx, &format!("rule_{name}"));
-        for (field, value) in stats::rule_info_fields(name) {
+        let dirty = state::dirty().pending(name);
+        for (field, value) in stats::rule_info_fields(name, dirty) {
             raw::add_info_field_long_long(ctx, field, value);
         }
         raw::add_info_end_dict_field(ctx);

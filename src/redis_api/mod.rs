@@ -9,6 +9,7 @@
 //! - `writes`: every write, replicated, only on a primary and not while paused;
 //! - `blocking`: a blocked client and the job that answers it exactly once;
 //! - `detached`: the scheduler's context on `consistency.db`;
+//! - `key_events`: keyspace and server events feeding CHECK CHANGED's dirty ids;
 //! - `info`: the `INFO consistency` section, with one dict field per rule;
 //! - `respond`: a [`crate::reply::Reply`] tree written to a client;
 //! - `logging`: the one place that writes to the Redis log, with a constant format;
@@ -21,6 +22,7 @@ pub mod cluster_view;
 pub mod command_docs;
 pub mod detached;
 pub mod info;
+pub mod key_events;
 pub mod keyspace;
 pub mod logging;
 pub mod respond;

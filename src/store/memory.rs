@@ -363,6 +363,10 @@ pub mod fake_truth {
         pub down: Option<BridgeError>,
         /// Queries for given ids so far (verification rounds, FIX of ids).
         pub id_queries: Arc<AtomicUsize>,
+        /// What each rule's `changed` query returns, and the `since` it was
+        /// last asked with.
+        pub changed: HashMap<String, Vec<String>>,
+        pub changed_since: Option<SystemTime>,
     }
 
     impl FakeTruth {
@@ -437,6 +441,22 @@ pub mod fake_truth {
                 .into_iter()
                 .filter(|r| ids.contains(&r.id))
                 .collect())
+        }
+
+        fn changed(
+            &mut self,
+            rule: &LoadedRule,
+            since: SystemTime,
+        ) -> Result<Vec<String>, BridgeError> {
+            if let Some(e) = &self.down {
+                return Err(e.clone());
+            }
+            self.changed_since = Some(since);
+            Ok(self
+                .changed
+                .get(&rule.rule.name)
+                .cloned()
+                .unwrap_or_default())
         }
     }
 

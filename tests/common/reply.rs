@@ -6,7 +6,7 @@
 use redis::Value;
 
 /// The CHECK fields, in the documented order.
-pub const CHECK_FIELDS: [&str; 13] = [
+pub const CHECK_FIELDS: [&str; 15] = [
     "checked",
     "ids",
     "drifted",
@@ -20,6 +20,8 @@ pub const CHECK_FIELDS: [&str; 13] = [
     "truth_ms",
     "truncated",
     "entries",
+    "mode",
+    "reason",
 ];
 
 /// Text of a map key or string value, if it is one.
