@@ -3,7 +3,8 @@
 # PostgreSQL and its cache in a redis-server of our own (module loaded, about 1%
 # drift injected), then, in the same run: the truth SQL alone (psql),
 # CONSISTENCY.CHECK, a client-side checker (bench/src/checker.rs), the seed's
-# per-user loop (sampled, extrapolated), FIX of one id, FIX ALL and PURGE, with
+# per-user loop (sampled, extrapolated), CHECK CHANGED after 1% of the users'
+# keys were written, FIX of one id, FIX ALL and PURGE, with
 # redis-server's peak RSS and the longest PING of a second client.
 #
 # Usage: scripts/bench.sh [--quick | --sizes small,medium,large] [--write-doc | --no-doc]

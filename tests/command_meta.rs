@@ -147,12 +147,12 @@ fn command_docs_describe_every_command_on_redis_7_0() {
     let expected = [
         (
             "consistency.check",
-            "[RULE rule:string]... [ID id:string]... [THRESHOLD threshold:double] \
+            "[CHANGED] [RULE rule:string]... [ID id:string]... [THRESHOLD threshold:double] \
              [LIMIT limit:integer] [FORMAT (resp | json)]",
         ),
         (
             "consistency.fix",
-            "((id:string... [ID id:string]...) | (ALL [THRESHOLD threshold:double])) \
+            "((id:string... [ID id:string]...) | (ALL [CHANGED] [THRESHOLD threshold:double])) \
              [RULE rule:string]... [DRYRUN] [REWRITE] [FORMAT (resp | json)]",
         ),
         (
@@ -180,7 +180,10 @@ fn command_docs_describe_every_command_on_redis_7_0() {
     }
     // `[RULE name]...`: the token repeats with each value.
     let reply = call_ok(&mut c, &["COMMAND", "DOCS", "consistency.check"]);
-    let rule = &as_array(field(&as_array(&reply)[1], "arguments"))[0];
+    let rule = as_array(field(&as_array(&reply)[1], "arguments"))
+        .iter()
+        .find(|a| as_str(field(a, "name")) == "rule")
+        .expect("a rule argument");
     let flags = strings(field(rule, "flags"));
     assert!(has(&flags, "multiple_token"), "{flags:?}");
 }

@@ -920,6 +920,8 @@ fn fix_all_repairs_exactly_the_verified_drift() {
             "truth_ms",
             "truncated",
             "entries",
+            "mode",
+            "reason",
             "dry_run",
             "changed",
             "skipped"

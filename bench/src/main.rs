@@ -441,6 +441,85 @@ fn run_size(
         ),
     });
 
+    // CHECK CHANGED after the keys of 1% of the users were written (an EXPIRE
+    // then a PERSIST per key: a keyspace event each, no value changed). The
+    // CHECKs above were the baseline; its findings among those users are what
+    // CHANGED must report.
+    step("CHECK CHANGED after 1% of the users' keys were written");
+    let _: String = redis::cmd("CONSISTENCY.CHECK")
+        .arg("CHANGED")
+        .arg("FORMAT")
+        .arg("json")
+        .query(&mut con)?;
+    let touched: BTreeSet<String> = (1..=size.users)
+        .step_by(100)
+        .map(|id| id.to_string())
+        .collect();
+    for chunk in touched.iter().collect::<Vec<_>>().chunks(1000) {
+        let mut p = redis::pipe();
+        for id in chunk {
+            for rule in &rules {
+                let key = rule.key(id);
+                p.cmd("EXPIRE").arg(&key).arg(100_000_000).ignore();
+                p.cmd("PERSIST").arg(&key).ignore();
+            }
+        }
+        p.query::<()>(&mut con)?;
+    }
+    let (reply, wall, obs) = observe(&url, server.pid, || {
+        let reply: String = redis::cmd("CONSISTENCY.CHECK")
+            .arg("CHANGED")
+            .arg("LIMIT")
+            .arg(filled.keys.max(1))
+            .arg("FORMAT")
+            .arg("json")
+            .query(&mut con)?;
+        Ok(reply)
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&reply)?;
+    let changed = parse_check(&reply)?;
+    let id_of = |key: &str| -> String {
+        key.strip_prefix(rules::PREFIX)
+            .and_then(|rest| rest.split(':').next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let expected: BTreeSet<Finding> = check_found
+        .iter()
+        .filter(|(_, key, _)| touched.contains(&id_of(key)))
+        .cloned()
+        .collect();
+    let exact = v["mode"] == "changed" && changed.findings == expected;
+    if !exact {
+        eprintln!(
+            "!!! CHECK CHANGED ({}) found {} findings, the full CHECK {} among those users",
+            v["mode"],
+            changed.findings.len(),
+            expected.len()
+        );
+    }
+    report.ops.push(OpRow {
+        name: format!(
+            "`CONSISTENCY.CHECK CHANGED` ({} of {} users written since the last check)",
+            fmt_int(touched.len() as u64),
+            fmt_int(size.users as u64)
+        ),
+        result: format!(
+            "{} ({:.3}× CHECK, {:.3}× truth SQL): {} keys, {} findings, {}",
+            fmt_dur(wall),
+            wall.as_secs_f64() / report.check.as_secs_f64().max(1e-9),
+            wall.as_secs_f64() / report.truth_sql.as_secs_f64().max(1e-9),
+            fmt_int(v["checked"].as_u64().unwrap_or(0)),
+            fmt_int(changed.drifted),
+            if exact {
+                "exactly the full CHECK's findings among them"
+            } else {
+                "NOT the full CHECK's findings among them"
+            }
+        ),
+        observed: obs,
+    });
+
     // FIX of one id, one at a time, on ids with nothing wrong.
     let nfix = o.fix_samples.min(size.users as usize / 2).max(1);
     let stride = size.users / nfix as i64;
