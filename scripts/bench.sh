@@ -4,7 +4,8 @@
 # drift injected), then, in the same run: the truth SQL alone (psql),
 # CONSISTENCY.CHECK, a client-side checker (bench/src/checker.rs), the seed's
 # per-user loop (sampled, extrapolated), CHECK CHANGED after 1% of the users'
-# keys were written, FIX of one id, FIX ALL and PURGE, with
+# keys were written, a json rule next to the number rule, FIX of one id, FIX ALL
+# and PURGE, with
 # redis-server's peak RSS and the longest PING of a second client.
 #
 # Usage: scripts/bench.sh [--quick | --sizes small,medium,large] [--write-doc | --no-doc]

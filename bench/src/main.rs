@@ -520,6 +520,113 @@ fn run_size(
         observed: obs,
     });
 
+    // A json rule next to number: the weekly totals again, as JSON documents
+    // (`user:<id>:stats` = {"weekly": <the number key's text>, "plan": "pro"}),
+    // checked rule by rule; then the documents go and the rules come back.
+    step("a json rule next to the number rule (weekly totals as documents)");
+    let json_rules_path = workdir.join(format!("rules-{}-json.json", size.name));
+    let mut with_json: Vec<serde_json::Value> = rules.iter().map(Rule::to_json).collect();
+    with_json.push(serde_json::json!({
+        "name": "weekly_json",
+        "kind": "json",
+        "key": format!("{}{{id}}:stats", rules::PREFIX),
+        "truth": format!("SELECT t.id, t.weekly FROM ({}) AS t(id, weekly)", rules::WEEKLY_TRUTH),
+        "threshold": rules::THRESHOLD,
+    }));
+    std::fs::write(
+        &json_rules_path,
+        serde_json::to_string_pretty(&serde_json::json!({ "rules": with_json }))?,
+    )?;
+    let weekly = &rules[0];
+    let ids: Vec<i64> = (1..=size.users).collect();
+    for chunk in ids.chunks(1000) {
+        let keys: Vec<String> = chunk.iter().map(|id| weekly.key(&id.to_string())).collect();
+        let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query(&mut con)?;
+        let mut p = redis::pipe();
+        for (id, value) in chunk.iter().zip(values) {
+            if let Some(value) = value {
+                let doc = format!("{{\"weekly\":{value},\"plan\":\"pro\"}}");
+                p.cmd("SET")
+                    .arg(format!("{}{id}:stats", rules::PREFIX))
+                    .arg(doc)
+                    .ignore();
+            }
+        }
+        p.query::<()>(&mut con)?;
+    }
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("consistency.rules-file")
+        .arg(json_rules_path.display().to_string())
+        .query(&mut con)?;
+    let mut timed = |rule: &str| -> Result<(Duration, BTreeSet<String>, u64)> {
+        let mut walls = Vec::new();
+        let mut ids = BTreeSet::new();
+        let mut checked = 0;
+        for _ in 0..3 {
+            let started = Instant::now();
+            let reply: String = redis::cmd("CONSISTENCY.CHECK")
+                .arg("RULE")
+                .arg(rule)
+                .arg("LIMIT")
+                .arg(filled.keys.max(1))
+                .arg("FORMAT")
+                .arg("json")
+                .query(&mut con)?;
+            walls.push(started.elapsed());
+            let v: serde_json::Value = serde_json::from_str(&reply)?;
+            checked = v["checked"].as_u64().unwrap_or(0);
+            ids = v["entries"]
+                .as_array()
+                .map(|es| {
+                    es.iter()
+                        .map(|e| format!("{}:{}", e["id"], e["status"]))
+                        .collect()
+                })
+                .unwrap_or_default();
+        }
+        Ok((median(walls), ids, checked))
+    };
+    let (number_wall, number_ids, number_keys) = timed("cost_weekly")?;
+    let (json_wall, json_ids, json_keys) = timed("weekly_json")?;
+    let _: redis::Value = redis::cmd("CONSISTENCY.PURGE")
+        .arg("RULE")
+        .arg("weekly_json")
+        .query(&mut con)?;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("consistency.rules-file")
+        .arg(rules_path.display().to_string())
+        .query(&mut con)?;
+    let per_key = |wall: Duration, keys: u64| wall.as_secs_f64() * 1e6 / keys.max(1) as f64;
+    let same = number_ids == json_ids;
+    if !same {
+        eprintln!(
+            "!!! the json rule found {} findings, the number rule {}",
+            json_ids.len(),
+            number_ids.len()
+        );
+    }
+    report.ops.push(OpRow {
+        name: "`CONSISTENCY.CHECK RULE` json vs number (the same weekly totals)".to_string(),
+        result: format!(
+            "json {} for {} keys ({:.2} µs/key) vs number {} for {} keys ({:.2} µs/key): {:.2}×; {}",
+            fmt_dur(json_wall),
+            fmt_int(json_keys),
+            per_key(json_wall, json_keys),
+            fmt_dur(number_wall),
+            fmt_int(number_keys),
+            per_key(number_wall, number_keys),
+            json_wall.as_secs_f64() / number_wall.as_secs_f64().max(1e-9),
+            if same {
+                "the same findings"
+            } else {
+                "NOT the same findings"
+            }
+        ),
+        observed: Observed::default(),
+    });
+
     // FIX of one id, one at a time, on ids with nothing wrong.
     let nfix = o.fix_samples.min(size.users as usize / 2).max(1);
     let stride = size.users / nfix as i64;
