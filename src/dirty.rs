@@ -107,11 +107,17 @@ impl DirtySet {
     /// A key of `rule` with this id was written, expired or evicted in `db`.
     /// Past the bound every rule's ids are dropped and each must run full.
     pub fn record(&mut self, db: i64, rule: &str, id: &[u8]) {
-        let full = self.total >= self.max;
-        let dirt = self.entry(db, rule);
-        if dirt.ids.contains(id) {
+        // The common case, an id already recorded: two lookups, no allocation.
+        let known = self
+            .rules
+            .get(rule)
+            .and_then(|dbs| dbs.get(&db))
+            .is_some_and(|dirt| dirt.ids.contains(id));
+        if known {
             return;
         }
+        let full = self.total >= self.max;
+        let dirt = self.entry(db, rule);
         if full {
             self.reset(None, FullReason::Overflowed);
             return;

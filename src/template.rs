@@ -225,7 +225,18 @@ impl KeyTemplate {
 
     /// The id part of `key` if it matches, else None. Works on arbitrary bytes.
     pub fn id_of<'k>(&self, key: &'k [u8]) -> Option<&'k [u8]> {
-        self.parts_of(key).map(|parts| parts[self.id_at])
+        if self.names.len() > 1 {
+            return self.parts_of(key).map(|parts| parts[self.id_at]);
+        }
+        // `{id}` alone: no parts to collect, so nothing is allocated (the
+        // keyspace-event callback calls this inside every write).
+        let (first, last) = (self.prefix(), self.suffix());
+        if key.len() <= first.len() + last.len() || !key.starts_with(first) || !key.ends_with(last)
+        {
+            return None;
+        }
+        let id = &key[first.len()..key.len() - last.len()];
+        id.iter().all(|&b| self.takes(0, b)).then_some(id)
     }
 
     /// Every placeholder's part of `key` (in [`KeyTemplate::names`] order) if
