@@ -54,7 +54,7 @@ struct RuleDirt {
 pub struct Taken {
     pub db: i64,
     /// Per rule (in the order asked): the rule name, its ids, its generation.
-    pub rules: Vec<(String, Vec<Vec<u8>>, u64)>,
+    pub rules: Vec<(String, HashSet<Vec<u8>>, u64)>,
     pub started: SystemTime,
 }
 
@@ -154,7 +154,9 @@ impl DirtySet {
         let mut taken = Vec::with_capacity(rules.len());
         for rule in rules {
             let dirt = self.entry(db, rule);
-            let ids: Vec<Vec<u8>> = dirt.ids.drain().collect();
+            // Taken whole, not drained: the keyspace callback waits on this
+            // lock inside every write, so no work here grows with the ids.
+            let ids = std::mem::take(&mut dirt.ids);
             let generation = dirt.generation;
             self.total -= ids.len();
             taken.push((rule.clone(), ids, generation));
@@ -208,13 +210,13 @@ impl DirtySet {
             if dirt.generation != generation {
                 continue;
             }
-            let mut added = 0;
-            for id in ids {
-                if dirt.ids.insert(id) {
-                    added += 1;
-                }
+            let before = dirt.ids.len();
+            if before == 0 {
+                dirt.ids = ids;
+            } else {
+                dirt.ids.extend(ids);
             }
-            self.total += added;
+            self.total += dirt.ids.len() - before;
         }
         if self.total > self.max {
             self.reset(None, FullReason::Overflowed);
@@ -249,7 +251,7 @@ mod tests {
             .rules
             .iter()
             .map(|(_, ids, _)| {
-                let mut ids = ids.clone();
+                let mut ids: Vec<Vec<u8>> = ids.iter().cloned().collect();
                 ids.sort();
                 ids
             })

@@ -4,7 +4,6 @@
 //! expired or evicted since its last check) plus what its `changed` query
 //! returns, and falls back to a full check when those could be incomplete.
 
-use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -85,14 +84,14 @@ fn changed_ids<T: TruthSource>(
         if rule.changed.is_some() {
             let overlap = Duration::from_millis(rule.rule.changed_overlap_ms);
             let from = since.checked_sub(overlap).unwrap_or(std::time::UNIX_EPOCH);
-            let mut seen: HashSet<Vec<u8>> = ids.iter().cloned().collect();
-            for id in truth.changed(rule, from)? {
-                if seen.insert(id.as_bytes().to_vec()) {
-                    ids.push(id.into_bytes());
-                }
-            }
+            ids.extend(
+                truth
+                    .changed(rule, from)?
+                    .into_iter()
+                    .map(String::into_bytes),
+            );
         }
-        per_rule.push(ids);
+        per_rule.push(ids.into_iter().collect());
     }
     Ok(per_rule)
 }

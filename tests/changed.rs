@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use crate::check_support::set;
 use crate::common;
 use common::{as_i64, as_str, call_ok, field, is_null, ledger, wait_until, TestPg, TestRedis};
 use redis::Connection;
@@ -52,14 +53,6 @@ fn drifted_keys(r: &redis::Value) -> Vec<String> {
     keys
 }
 
-fn set(c: &mut Connection, key: &str, value: &str) {
-    redis::cmd("SET")
-        .arg(key)
-        .arg(value)
-        .query::<()>(c)
-        .unwrap();
-}
-
 fn dirty(redis: &TestRedis, rule: &str) -> i64 {
     let info = redis.info("consistency");
     let dict = &info[&format!("consistency_rule_{rule}")];
@@ -87,9 +80,9 @@ fn changed_checks_read_what_was_written_and_what_the_truth_says_changed() {
 
     // User 4's cache drifts; user 7's is rewritten with its true value; user
     // 9's truth changes in PostgreSQL while its key is never written.
-    set(&mut c, "user:4:cost_weekly", "999");
+    set(&mut c, b"user:4:cost_weekly", b"999");
     let truth7 = ledger::truth_weekly(&pg)[6].1.clone();
-    set(&mut c, "user:7:cost_weekly", &truth7);
+    set(&mut c, b"user:7:cost_weekly", truth7.as_bytes());
     ledger::add_cost(&pg, 9, "50");
     assert_eq!(dirty(&redis, "cost_weekly"), 2);
     let r = changed(&mut c);
@@ -107,7 +100,7 @@ fn changed_checks_read_what_was_written_and_what_the_truth_says_changed() {
     assert_eq!(drifted_keys(&full), drifted_keys(&r));
 
     // FIX ALL CHANGED repairs what changed since.
-    set(&mut c, "user:5:cost_weekly", "777");
+    set(&mut c, b"user:5:cost_weekly", b"777");
     let fixed = call_ok(&mut c, &["CONSISTENCY.FIX", "ALL", "CHANGED"]);
     assert_eq!(mode(&fixed), ("changed".into(), None));
     assert_eq!(as_i64(field(&fixed, "checked")), 1);
@@ -129,7 +122,7 @@ fn full_instead_after_overflow_flushall_and_a_load_and_after_a_restart() {
     // More dirty ids than dirty-max-ids: dropped, and the next run is full.
     call_ok(&mut c, &["CONFIG", "SET", "consistency.dirty-max-ids", "2"]);
     for id in 1..=3 {
-        set(&mut c, &format!("user:{id}:cost_weekly"), "1");
+        set(&mut c, format!("user:{id}:cost_weekly").as_bytes(), b"1");
     }
     let r = changed(&mut c);
     assert_eq!(
@@ -271,7 +264,7 @@ fn scheduled_runs_check_what_changed_and_a_full_one_every_full_every_sec() {
         rule_run()
     );
     // Then only what is written: one key read, one drift found.
-    set(&mut c, "user:2:cost_weekly", "555");
+    set(&mut c, b"user:2:cost_weekly", b"555");
     let mut seen = rule_run();
     assert!(
         wait_until(Duration::from_secs(10), || {
