@@ -29,6 +29,9 @@ pub mod defaults {
     pub const SYNC_MAX_KEYS: i64 = 1000;
     pub const MAX_QUEUE: i64 = 64;
     pub const DIRTY_MAX_IDS: i64 = 1_000_000;
+    pub const WATCH_GRACE_MS: i64 = 1000;
+    pub const WATCH_MAX_QPS: i64 = 20;
+    pub const WATCH_MAX_PENDING: i64 = 100_000;
     pub const DB: i64 = 0;
     pub const AUTOFIX: bool = false;
     pub const THRESHOLD: &str = "5.0";
@@ -61,6 +64,9 @@ pub static SYNC_TIMEOUT_MS: AtomicI64 = AtomicI64::new(defaults::SYNC_TIMEOUT_MS
 pub static SYNC_MAX_KEYS: AtomicI64 = AtomicI64::new(defaults::SYNC_MAX_KEYS);
 pub static MAX_QUEUE: AtomicI64 = AtomicI64::new(defaults::MAX_QUEUE);
 pub static DIRTY_MAX_IDS: AtomicI64 = AtomicI64::new(defaults::DIRTY_MAX_IDS);
+pub static WATCH_GRACE_MS: AtomicI64 = AtomicI64::new(defaults::WATCH_GRACE_MS);
+pub static WATCH_MAX_QPS: AtomicI64 = AtomicI64::new(defaults::WATCH_MAX_QPS);
+pub static WATCH_MAX_PENDING: AtomicI64 = AtomicI64::new(defaults::WATCH_MAX_PENDING);
 
 /// Set once `init` has run: before that, configs are being loaded and must not act.
 pub static INITIALISED: AtomicBool = AtomicBool::new(false);
@@ -141,6 +147,15 @@ pub fn max_queue() -> usize {
 }
 pub fn dirty_max_ids() -> usize {
     int(&DIRTY_MAX_IDS)
+}
+pub fn watch_grace() -> Duration {
+    ms(&WATCH_GRACE_MS)
+}
+pub fn watch_max_qps() -> usize {
+    int(&WATCH_MAX_QPS).max(1)
+}
+pub fn watch_max_pending() -> usize {
+    int(&WATCH_MAX_PENDING)
 }
 
 /// `consistency.threshold`: a float kept as a string config (7.0 has no float

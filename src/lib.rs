@@ -3,9 +3,9 @@
 //!
 //! Everything that touches Redis lives in this crate; `consistency-bridge` knows
 //! PostgreSQL. Pure parts (args, rules, template, compare, decimal, report,
-//! reply, text, ordered_json, dirty) carry their own unit tests and no Redis
+//! reply, text, ordered_json, dirty, watch_samples) carry their own unit tests and no Redis
 //! types. The run layer (drift_check, incremental, fix, purge, schedule,
-//! sync_run) talks to Redis only through the `store` seam, implemented once
+//! watch, sync_run) talks to Redis only through the `store` seam, implemented once
 //! over the module API in `redis_api` (the only folder with `raw::` and
 //! `unsafe`, besides the registration below) and once in memory for unit
 //! tests; `commands` turns its plain results into replies.
@@ -40,6 +40,8 @@ pub mod template;
 pub mod template_overlap;
 pub mod text;
 pub mod truth_map;
+pub mod watch;
+pub mod watch_samples;
 
 use std::sync::atomic::Ordering;
 
@@ -55,6 +57,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     // COMMAND DOCS on Redis 7.0+; a no-op on servers without SetCommandInfo.
     redis_api::command_docs::register(ctx);
     schedule::start(ctx);
+    watch::start(ctx);
     redis_api::key_events::register_server_events(ctx);
     unsafe { raw::RedisModule_RegisterInfoFunc.unwrap()(ctx.ctx, Some(redis_api::info::write)) };
     config::INITIALISED.store(true, Ordering::Release);
@@ -125,6 +128,9 @@ mod registration {
                 ["sync-max-keys", &config::SYNC_MAX_KEYS, config::defaults::SYNC_MAX_KEYS, 0, 1_000_000, DEFAULT, None],
                 ["max-queue", &config::MAX_QUEUE, config::defaults::MAX_QUEUE, 1, 100_000, IMMUTABLE, None],
                 ["dirty-max-ids", &config::DIRTY_MAX_IDS, config::defaults::DIRTY_MAX_IDS, 0, 1_000_000_000, DEFAULT, None],
+                ["watch-grace-ms", &config::WATCH_GRACE_MS, config::defaults::WATCH_GRACE_MS, 0, 600_000, DEFAULT, None],
+                ["watch-max-qps", &config::WATCH_MAX_QPS, config::defaults::WATCH_MAX_QPS, 1, 10_000, DEFAULT, None],
+                ["watch-max-pending", &config::WATCH_MAX_PENDING, config::defaults::WATCH_MAX_PENDING, 0, 100_000_000, DEFAULT, None],
             ],
             string: [
                 ["pg-url", &config::PG_URL, config::DEFAULT_PG_URL, DEFAULT, Some(Box::new(pool_changed))],

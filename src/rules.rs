@@ -148,6 +148,9 @@ pub struct Rule {
     /// With a schedule: scheduled runs are CHANGED checks, and one in this
     /// many seconds is a full check.
     pub full_every_sec: Option<u64>,
+    /// Writes of its keys are sampled and compared with the truth after a
+    /// delay: continuous consistency, per rule in INFO.
+    pub watch: bool,
 }
 
 /// `changed_overlap_ms` when the rule does not say.
@@ -303,7 +306,7 @@ impl RuleSet {
 }
 
 /// The fields a rule may have, in the order the file format documents them.
-const RULE_FIELDS: [&str; 19] = [
+const RULE_FIELDS: [&str; 20] = [
     "name",
     "kind",
     "key",
@@ -323,6 +326,7 @@ const RULE_FIELDS: [&str; 19] = [
     "changed",
     "changed_overlap_ms",
     "full_every_sec",
+    "watch",
 ];
 
 /// Checks the document is `{"rules": [...]}` and returns the array.
@@ -586,6 +590,7 @@ fn rule_from_fields(name: String, fields: &[(String, JsonNode)]) -> Result<Rule,
     let full_every_sec = lookup(fields, "full_every_sec")
         .map(|value| positive_integer("full_every_sec", value))
         .transpose()?;
+    let watch = optional_bool(fields, "watch")?;
 
     Ok(Rule {
         name,
@@ -603,6 +608,7 @@ fn rule_from_fields(name: String, fields: &[(String, JsonNode)]) -> Result<Rule,
         changed,
         changed_overlap_ms,
         full_every_sec,
+        watch,
     })
 }
 
@@ -809,6 +815,7 @@ mod tests {
                 changed: None,
                 changed_overlap_ms: DEFAULT_CHANGED_OVERLAP_MS,
                 full_every_sec: None,
+                watch: false,
             }
         );
     }

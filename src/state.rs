@@ -15,6 +15,7 @@ use consistency_bridge::{
 use crate::config;
 use crate::dirty::DirtySet;
 use crate::rules::{Rule, RuleKind, RuleSet, RulesError};
+use crate::watch_samples::WatchSamples;
 
 /// A rule with its truth query, which learns the id column's type once.
 pub struct LoadedRule {
@@ -92,6 +93,28 @@ pub fn dirty() -> MutexGuard<'static, DirtySet> {
 /// The dirty set itself, for the run layer to lock when it needs it.
 pub fn dirty_set() -> &'static Mutex<DirtySet> {
     DIRTY.get_or_init(|| Mutex::new(DirtySet::new(config::dirty_max_ids())))
+}
+
+/// Samples of watched rules' writes (continuous consistency).
+static WATCH: OnceLock<Mutex<WatchSamples>> = OnceLock::new();
+
+/// The watch samples, locked, with bound and looks as configured now.
+pub fn watch_samples() -> MutexGuard<'static, WatchSamples> {
+    let mut samples = watch_samples_lock()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    samples.configure(config::watch_max_pending(), crate::watch::looks());
+    samples
+}
+
+/// The watch samples themselves, for the run layer to lock when it needs.
+pub fn watch_samples_lock() -> &'static Mutex<WatchSamples> {
+    WATCH.get_or_init(|| {
+        Mutex::new(WatchSamples::new(
+            config::watch_max_pending(),
+            crate::watch::looks(),
+        ))
+    })
 }
 
 pub fn rules() -> Arc<LoadedRules> {

@@ -10,6 +10,7 @@ use consistency_bridge::BridgeError;
 
 use crate::compare::STATUS_COUNT;
 use crate::report::CheckReport;
+use crate::watch_samples::WatchTally;
 
 pub static CHECKS_TOTAL: AtomicU64 = AtomicU64::new(0);
 pub static KEYS_CHECKED_TOTAL: AtomicU64 = AtomicU64::new(0);
@@ -24,6 +25,13 @@ pub static PG_QUERY_MS_MAX: AtomicU64 = AtomicU64::new(0);
 /// Scheduled runs that could not complete (no connection, a failed query, a
 /// failed repair).
 pub static RUNS_FAILED_TOTAL: AtomicU64 = AtomicU64::new(0);
+/// Truth queries watched rules' looks sent (continuous consistency's load).
+static WATCH_QUERIES_TOTAL: AtomicU64 = AtomicU64::new(0);
+
+/// Looks sent `n` truth queries.
+pub fn record_watch_queries(n: usize) {
+    WATCH_QUERIES_TOTAL.fetch_add(n as u64, Ordering::Relaxed);
+}
 
 /// The summary of the last finished check, for STATUS and INFO.
 #[derive(Clone, Debug, PartialEq)]
@@ -227,6 +235,7 @@ pub fn info_fields(
         ("last_check_drifted", last.map_or(0, |l| l.drifted as i64)),
         ("pg_up", i64::from(pg_up())),
         ("runs_failed_total", n(&RUNS_FAILED_TOTAL)),
+        ("watch_queries_total", n(&WATCH_QUERIES_TOTAL)),
     ]
 }
 
@@ -245,5 +254,21 @@ pub fn rule_info_fields(rule: &str, dirty: usize) -> Vec<(&'static str, i64)> {
         ("last_duration_ms", run.duration_ms as i64),
         ("runs_failed", run.runs_failed as i64),
         ("dirty", dirty as i64),
+    ]
+}
+
+/// A watched rule's counters in its dict field, after `dirty`, in the
+/// documented order (`nines` follows them, as text).
+pub fn watch_info_fields(tally: &WatchTally) -> Vec<(&'static str, i64)> {
+    let n = |v: u64| v as i64;
+    vec![
+        ("watch_samples", n(tally.samples)),
+        ("watch_within_1s", n(tally.within_1s)),
+        ("watch_within_10s", n(tally.within_10s)),
+        ("watch_within_60s", n(tally.within_60s)),
+        ("watch_inconsistent", n(tally.inconsistent)),
+        ("watch_superseded", n(tally.superseded)),
+        ("watch_unknown", n(tally.unknown)),
+        ("watch_dropped", n(tally.dropped)),
     ]
 }

@@ -45,7 +45,7 @@ fn info(redis: &TestRedis) -> BTreeMap<String, i64> {
         .collect()
 }
 
-const INFO_FIELDS: [&str; 22] = [
+const INFO_FIELDS: [&str; 23] = [
     "rules_loaded",
     "checks_total",
     "keys_checked_total",
@@ -68,6 +68,7 @@ const INFO_FIELDS: [&str; 22] = [
     "last_check_drifted",
     "pg_up",
     "runs_failed_total",
+    "watch_queries_total",
 ];
 
 /// One rule's dict field of `INFO consistency`, as (key, integer) in order.

@@ -28,7 +28,7 @@ use redis::Connection;
 const SCRIPT: &str = "scripts/redis_exporter/consistency.lua";
 
 /// Every documented field of `INFO consistency`, as INFO prints them.
-const FIELDS: [&str; 22] = [
+const FIELDS: [&str; 23] = [
     "consistency_rules_loaded",
     "consistency_checks_total",
     "consistency_keys_checked_total",
@@ -51,6 +51,7 @@ const FIELDS: [&str; 22] = [
     "consistency_last_check_drifted",
     "consistency_pg_up",
     "consistency_runs_failed_total",
+    "consistency_watch_queries_total",
 ];
 
 /// The keys of a rule's INFO dict field, in order; the script exports each as
@@ -161,6 +162,53 @@ fn the_collect_script_returns_info_consistency_as_flat_pairs() {
     // Read-only, and fine on a Redis without the module: an empty reply.
     let bare = TestRedis::start_without_module(&[]);
     assert!(eval_script(&mut bare.conn()).is_empty());
+}
+
+#[test]
+fn a_watched_rule_exports_its_counters_and_nines() {
+    let e = env();
+    let mut c = e.redis.conn();
+    let mut watched = common::weekly_rule_json();
+    watched["watch"] = serde_json::json!(true);
+    let path = common::write_rules(&[watched]);
+    common::call_ok(
+        &mut c,
+        &[
+            "CONFIG",
+            "SET",
+            "consistency.rules-file",
+            path.to_str().unwrap(),
+        ],
+    );
+    let got: BTreeMap<_, _> = eval_script(&mut c).into_iter().collect();
+    assert_eq!(got["consistency_rule_watch_samples:cost_weekly"], "0");
+    // `inf` as Prometheus spells it, so the nines alert compares it.
+    assert_eq!(got["consistency_rule_nines:cost_weekly"], "+Inf");
+
+    common::call_ok(
+        &mut c,
+        &["CONFIG", "SET", "consistency.watch-grace-ms", "50"],
+    );
+    common::call_ok(&mut c, &["CONSISTENCY.DEBUG", "WATCH-LOOKS", "100", "150"]);
+    redis::cmd("SET")
+        .arg("user:6:cost_weekly")
+        .arg("100000")
+        .query::<()>(&mut c)
+        .unwrap();
+    let mut got = BTreeMap::new();
+    let settled = common::wait_until(Duration::from_secs(10), || {
+        got = eval_script(&mut c).into_iter().collect();
+        got["consistency_rule_watch_inconsistent:cost_weekly"] == "1"
+    });
+    assert!(settled, "{got:?}");
+    assert_eq!(got["consistency_rule_watch_samples:cost_weekly"], "1");
+    assert_eq!(got["consistency_rule_nines:cost_weekly"], "0.00");
+    assert!(
+        got["consistency_watch_queries_total"]
+            .parse::<i64>()
+            .unwrap()
+            >= 3
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -522,6 +570,30 @@ fn the_documented_alerts_fire_in_prometheus() {
         return;
     }
     let drifting = env();
+    // Its rule watched, and one write that never reaches PostgreSQL: nines
+    // fall to 0 once the (shortened) last look still finds it inconsistent.
+    let mut watched = common::weekly_rule_json();
+    watched["watch"] = serde_json::json!(true);
+    let watched_rules = common::write_rules(&[watched]);
+    {
+        let mut c = drifting.redis.conn();
+        common::call_ok(
+            &mut c,
+            &["CONFIG", "SET", "consistency.watch-grace-ms", "100"],
+        );
+        common::call_ok(&mut c, &["CONSISTENCY.DEBUG", "WATCH-LOOKS", "200", "300"]);
+        let path = watched_rules.to_str().unwrap();
+        common::call_ok(&mut c, &["CONFIG", "SET", "consistency.rules-file", path]);
+        redis::cmd("SET")
+            .arg("user:5:cost_weekly")
+            .arg("100000")
+            .query::<()>(&mut c)
+            .unwrap();
+        let inconsistent = common::wait_until(Duration::from_secs(10), || {
+            info_consistency(&drifting.redis)["consistency_rule_cost_weekly"].contains("nines=0.00")
+        });
+        assert!(inconsistent, "{:?}", info_consistency(&drifting.redis));
+    }
     common::call_ok(&mut drifting.redis.conn(), &["CONSISTENCY.CHECK"]);
     common::call_ok(
         &mut drifting.redis.conn(),
@@ -579,7 +651,8 @@ fn the_documented_alerts_fire_in_prometheus() {
             "RedisConsistencyRuleStale",
             "RedisConsistencyRunsFailing",
             "RedisConsistencyPostgresDown",
-            "RedisConsistencyModuleMissing"
+            "RedisConsistencyModuleMissing",
+            "RedisConsistencyWatchNines"
         ]
     );
     let prometheus = Prometheus::start(&config, &rules_yaml);
@@ -591,6 +664,7 @@ fn the_documented_alerts_fire_in_prometheus() {
         ("RedisConsistencyRunsFailing", "pg_down"),
         ("RedisConsistencyPostgresDown", "pg_down"),
         ("RedisConsistencyModuleMissing", "bare"),
+        ("RedisConsistencyWatchNines", "drifting"),
     ];
     let mut active = Vec::new();
     let all_seen = common::wait_until(Duration::from_secs(60), || {
@@ -616,21 +690,22 @@ fn the_documented_alerts_fire_in_prometheus() {
             .find(|(alert, s)| alert == name && labels["instance"] == instance_of(s))
             .map(|(_, s)| *s);
         assert!(server.is_some(), "a false alarm: {name} {labels:?}");
-        if name == "RedisCacheDrift" || name == "RedisConsistencyRuleStale" {
+        let per_rule = [
+            ("RedisCacheDrift", "consistency_rule_drifted"),
+            (
+                "RedisConsistencyRuleStale",
+                "consistency_rule_last_run_age_sec",
+            ),
+            ("RedisConsistencyWatchNines", "consistency_rule_nines"),
+        ];
+        if let Some((_, key)) = per_rule.iter().find(|(alert, _)| alert == name) {
             // The relabelling made the rule a label of its own.
             assert_eq!(
                 labels.get("rule").map(String::as_str),
                 Some("cost_weekly"),
                 "{labels:?}"
             );
-            assert_eq!(
-                labels["key"],
-                if name == "RedisCacheDrift" {
-                    "consistency_rule_drifted"
-                } else {
-                    "consistency_rule_last_run_age_sec"
-                }
-            );
+            assert_eq!(labels["key"], *key);
         }
     }
     // The failing scheduled runs are counted per rule too, and retried.

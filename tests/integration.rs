@@ -40,4 +40,5 @@ mod replication;
 mod rules_files;
 mod schedule;
 mod soak;
+mod watch;
 mod wrappers;

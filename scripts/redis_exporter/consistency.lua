@@ -23,7 +23,8 @@
 -- consistency_pg_query_ms_last, consistency_pg_query_ms_max,
 -- consistency_lane_truth_queued, consistency_lane_keyspace_queued,
 -- consistency_last_check_age_sec (-1 before the first check),
--- consistency_last_check_drifted, consistency_pg_up, consistency_runs_failed_total.
+-- consistency_last_check_drifted, consistency_pg_up, consistency_runs_failed_total,
+-- consistency_watch_queries_total.
 --
 -- Per rule, INFO prints one dict field
 --   consistency_rule_cost_weekly:checked=5,drifted=1,last_run_age_sec=30,...
@@ -38,7 +39,8 @@
 -- KEYS: none. ARGV: none. Read-only (only INFO).
 -- Returns: a flat array {name1, value1, name2, value2, ...} of strings. Fields
 -- whose value is not a plain number are left out, so a future text field cannot
--- make redis_exporter reject the whole result. Without the module loaded the
+-- make redis_exporter reject the whole result; a watched rule's `nines` of `inf`
+-- (nothing inconsistent) is exported as +Inf, which Prometheus stores as such. Without the module loaded the
 -- section is empty and so is the reply (redis_exporter then exports nothing from
 -- the script; docs/OPERATIONS.md has the alert for a Redis without the module).
 --
@@ -56,7 +58,10 @@ for line in string.gmatch(info, '[^\r\n]+') do
         local rule = name and string.match(name, '^consistency_rule_(.+)$')
         if rule ~= nil and string.find(value, '=', 1, true) then
             for key, v in string.gmatch(value, '([%w_]+)=([^,]*)') do
-                if is_number(v) then
+                if v == 'inf' then
+                    v = '+Inf'
+                end
+                if is_number(v) or v == '+Inf' then
                     table.insert(result, 'consistency_rule_' .. key .. ':' .. rule)
                     table.insert(result, v)
                 end

@@ -67,5 +67,16 @@ fn rule_reply(rule: &Rule, default_threshold: f64) -> Reply {
     if let Some(max) = rule.ttl_max_sec {
         fields.push(("ttl_max_sec", Reply::Int(max as i64)));
     }
+    if let Some(sql) = &rule.changed {
+        fields.push(("changed", Reply::text(sql.clone())));
+        let overlap = rule.changed_overlap_ms as i64;
+        fields.push(("changed_overlap_ms", Reply::Int(overlap)));
+    }
+    if let Some(every) = rule.full_every_sec {
+        fields.push(("full_every_sec", Reply::Int(every as i64)));
+    }
+    if rule.watch {
+        fields.push(("watch", Reply::Bool(true)));
+    }
     Reply::Map(fields)
 }

@@ -31,6 +31,13 @@ pub extern "C" fn write(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_
         for (field, value) in stats::rule_info_fields(name, dirty) {
             raw::add_info_field_long_long(ctx, field, value);
         }
+        if rule.rule.watch {
+            let tally = state::watch_samples().tally(name);
+            for (field, value) in stats::watch_info_fields(&tally) {
+                raw::add_info_field_long_long(ctx, field, value);
+            }
+            raw::add_info_field_str(ctx, "nines", &tally.nines());
+        }
         raw::add_info_end_dict_field(ctx);
     }
 }

@@ -1,7 +1,8 @@
 //! What feeds CHECK CHANGED: keyspace events (writes, expiries, evictions) of
 //! rule keys record (rule, id) in the dirty set; server events that change
 //! keys without per-key events (FLUSHDB/FLUSHALL, loading data, a role change)
-//! make every rule's next CHANGED check run full.
+//! make every rule's next CHANGED check run full. Writes of watched rules'
+//! keys also start watch samples; those server events end them.
 //!
 //! The keyspace callback runs inside every write on the main thread: it only
 //! matches the key against the templates (no allocation unless one matches),
@@ -9,14 +10,16 @@
 
 use std::os::raw::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
 
 use redis_module::{raw, Context, NotifyEvent};
 
+use super::writes;
 use crate::dirty::FullReason;
 use crate::state;
 
 /// The keyspace-event callback (registered in lib.rs).
-pub fn on_key_event(ctx: &Context, _event: NotifyEvent, _name: &str, key: &[u8]) {
+pub fn on_key_event(ctx: &Context, _event: NotifyEvent, name: &str, key: &[u8]) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let rules = state::rules();
         let mut db = None;
@@ -27,6 +30,16 @@ pub fn on_key_event(ctx: &Context, _event: NotifyEvent, _name: &str, key: &[u8])
                     i64::from(raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx))
                 });
                 state::dirty().record(db, &rule.rule.name, id);
+                // Watching samples the application's writes on a primary: an
+                // expiry, an eviction or the module's own repair is none, and
+                // a replica does not look.
+                if rule.rule.watch
+                    && !matches!(name, "expired" | "evicted")
+                    && !writes::is_own_write()
+                    && writes::is_primary(ctx)
+                {
+                    state::watch_samples().record(&rule.rule.name, db, id, Instant::now());
+                }
             }
         }
     }));
@@ -78,5 +91,6 @@ extern "C" fn on_server_event(
             _ => return,
         };
         state::dirty().reset(db, reason);
+        state::watch_samples().clear(db);
     }));
 }

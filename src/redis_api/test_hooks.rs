@@ -33,6 +33,7 @@ mod enabled {
     }
 
     /// CONSISTENCY.DEBUG PANIC-NEXT-JOB | JOB-SLEEP ms | PAUSE-BEFORE-REPAIR ms | AGE-RUNS sec
+    /// | WATCH-LOOKS second-ms last-ms
     fn debug(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         let words: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy()).collect();
         let ms = |i: usize| -> Result<u64, RedisError> {
@@ -47,6 +48,11 @@ mod enabled {
             Some("PAUSE-BEFORE-REPAIR") => PAUSE_BEFORE_REPAIR_MS.store(ms(1)?, Ordering::Relaxed),
             // Seconds here: every recorded run becomes that much older.
             Some("AGE-RUNS") => crate::stats::age_runs(ms(1)?),
+            // The 10 s and 60 s looks of watched rules, shortened.
+            Some("WATCH-LOOKS") => crate::watch::set_later_looks(
+                Duration::from_millis(ms(1)?),
+                Duration::from_millis(ms(2)?),
+            ),
             _ => return Err(RedisError::Str("ERR unknown DEBUG subcommand")),
         }
         Ok(RedisValue::SimpleStringStatic("OK"))

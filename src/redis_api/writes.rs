@@ -2,6 +2,7 @@
 //! with replication, so replicas and the AOF see exactly the same effects; they
 //! run only while this node is a primary. Notifications (PUBLISH) are local.
 
+use std::cell::Cell;
 use std::os::raw::c_char;
 
 use redis_module::{
@@ -26,12 +27,26 @@ pub fn writes_paused() -> bool {
     }
 }
 
+thread_local! {
+    /// Set while this thread runs one of the module's own writes: the keyspace
+    /// callback (which Redis runs inside the write, on this thread) then knows
+    /// a repair is no application write to sample.
+    static OWN_WRITE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the write being notified is the module's own.
+pub fn is_own_write() -> bool {
+    OWN_WRITE.with(Cell::get)
+}
+
 fn call(ctx: &Context, command: &str, args: &[&[u8]]) -> Result<i64, String> {
     let options = CallOptionsBuilder::new()
         .replicate()
         .errors_as_replies()
         .build();
+    OWN_WRITE.with(|own| own.set(true));
     let result: CallResult = ctx.call_ext(command, &options, args);
+    OWN_WRITE.with(|own| own.set(false));
     match result {
         Ok(CallReply::I64(n)) => Ok(n.to_i64()),
         Ok(_) => Ok(0),
