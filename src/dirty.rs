@@ -9,6 +9,8 @@
 //! next CHANGED check must run full and says why.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
 /// Why a CHANGED check had to run full.
@@ -230,6 +232,114 @@ impl DirtySet {
     }
 }
 
+/// Writes the keyspace callback saw, not yet merged into the [`DirtySet`]:
+/// appending is a few nanoseconds inside the write, where a lookup in a set
+/// of a million ids would be several cache misses. Bounded like the set.
+#[derive(Debug, Default)]
+pub struct DirtyLog {
+    /// The rules' names, each once; entries name them by index.
+    rules: Vec<String>,
+    /// Every logged id's bytes, one after another.
+    bytes: Vec<u8>,
+    /// (rule index, db, end of the id in `bytes`), in write order.
+    entries: Vec<(u32, i64, usize)>,
+    /// More writes than the bound came: everything is reset, as the set does.
+    overflowed: bool,
+}
+
+impl DirtyLog {
+    fn record(&mut self, db: i64, rule: &str, id: &[u8], max: usize) {
+        if self.entries.len() >= max {
+            // Dropped, not half kept: the merge resets every rule.
+            self.entries.clear();
+            self.bytes.clear();
+            self.overflowed = true;
+            return;
+        }
+        let index = match self.rules.iter().position(|r| r == rule) {
+            Some(i) => i,
+            None => {
+                self.rules.push(rule.to_string());
+                self.rules.len() - 1
+            }
+        };
+        self.bytes.extend_from_slice(id);
+        self.entries.push((index as u32, db, self.bytes.len()));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty() && !self.overflowed
+    }
+}
+
+/// The dirty set and the log in front of it. The keyspace callback appends
+/// to the log; everything else locks the set, which first takes in what the
+/// log holds, in write order (so a reset after a write comes after it). A
+/// background merge keeps the log short between checks.
+#[derive(Debug)]
+pub struct DirtyTracker {
+    set: Mutex<DirtySet>,
+    log: Mutex<DirtyLog>,
+    max: AtomicUsize,
+}
+
+impl DirtyTracker {
+    pub fn new(max_ids: usize) -> DirtyTracker {
+        DirtyTracker {
+            set: Mutex::new(DirtySet::new(max_ids)),
+            log: Mutex::new(DirtyLog::default()),
+            max: AtomicUsize::new(max_ids),
+        }
+    }
+
+    pub fn set_max(&self, max_ids: usize) {
+        self.max.store(max_ids, Ordering::Relaxed);
+    }
+
+    /// A key of `rule` with this id was written, expired or evicted in `db`:
+    /// logged, to be merged later.
+    pub fn record(&self, db: i64, rule: &str, id: &[u8]) {
+        let max = self.max.load(Ordering::Relaxed);
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.record(db, rule, id, max);
+    }
+
+    /// The set, with everything logged so far merged in.
+    pub fn lock(&self) -> MutexGuard<'_, DirtySet> {
+        let mut set = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        set.set_max(self.max.load(Ordering::Relaxed));
+        // Taken whole, so the log's lock (which writes wait on) is held only
+        // for a swap.
+        let log = std::mem::take(&mut *self.log.lock().unwrap_or_else(|p| p.into_inner()));
+        if !log.is_empty() {
+            set.absorb(log);
+        }
+        set
+    }
+
+    /// Whether writes wait in the log (for the background merge).
+    pub fn has_log(&self) -> bool {
+        !self
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+}
+
+impl DirtySet {
+    fn absorb(&mut self, log: DirtyLog) {
+        if log.overflowed {
+            self.reset(None, FullReason::Overflowed);
+        }
+        let mut start = 0;
+        for (rule, db, end) in log.entries {
+            self.record(db, &log.rules[rule as usize], &log.bytes[start..end]);
+            start = end;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,6 +494,49 @@ mod tests {
         assert!(matches!(
             set.take_changed(0, &rules, at(2)),
             ChangedScope::Ids { .. }
+        ));
+    }
+
+    #[test]
+    fn the_tracker_merges_logged_writes_in_order_with_resets() {
+        let tracker = DirtyTracker::new(100);
+        tracker.record(0, "weekly", b"4");
+        tracker.record(0, "weekly", b"4");
+        tracker.record(0, "monthly", b"12345678901234567890");
+        assert!(tracker.has_log());
+        assert_eq!(tracker.lock().pending("weekly"), 1);
+        assert!(!tracker.has_log());
+        assert_eq!(tracker.lock().pending("monthly"), 1);
+        let taken = tracker.lock().take_for_full(0, &names(&["monthly"]), at(1));
+        assert_eq!(
+            taken.rules[0].1,
+            HashSet::from([b"12345678901234567890".to_vec()])
+        );
+
+        // A reset applies after the writes logged before it.
+        tracker.record(0, "weekly", b"5");
+        tracker.lock().reset(None, FullReason::Flushed);
+        tracker.record(0, "weekly", b"6");
+        assert_eq!(tracker.lock().pending("weekly"), 1);
+    }
+
+    #[test]
+    fn a_log_past_the_bound_resets_every_rule() {
+        let tracker = DirtyTracker::new(2);
+        let taken = tracker.lock().take_for_full(0, &names(&["weekly"]), at(0));
+        tracker.lock().complete(taken);
+        for id in [b"1", b"2", b"3", b"4"] {
+            tracker.record(0, "weekly", id);
+        }
+        let mut set = tracker.lock();
+        assert_eq!(set.pending("weekly"), 1, "the write after the overflow");
+        let scope = set.take_changed(0, &names(&["weekly"]), at(1));
+        assert!(matches!(
+            scope,
+            ChangedScope::Full {
+                reason: FullReason::Overflowed,
+                ..
+            }
         ));
     }
 }

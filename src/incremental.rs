@@ -4,17 +4,12 @@
 //! expired or evicted since its last check) plus what its `changed` query
 //! returns, and falls back to a full check when those could be incomplete.
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::dirty::{ChangedScope, DirtySet, Taken};
+use crate::dirty::{ChangedScope, DirtyTracker, Taken};
 use crate::drift_check::{run_check, CheckError, CheckPlan, TruthSource};
 use crate::report::{CheckMode, CheckReport};
 use crate::store::{Access, Keyspace};
-
-fn lock(dirty: &Mutex<DirtySet>) -> MutexGuard<'_, DirtySet> {
-    dirty.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Runs `plan` (a full check, or with `changed` a CHECK CHANGED) and keeps
 /// `dirty` in step: what the check covered is taken at its start, and given
@@ -24,7 +19,7 @@ pub fn run_tracked<A: Access, T: TruthSource>(
     changed: bool,
     access: &A,
     truth: &mut T,
-    dirty: &Mutex<DirtySet>,
+    dirty: &DirtyTracker,
 ) -> Result<CheckReport, CheckError> {
     if !plan.ids.is_empty() || plan.per_rule_ids.is_some() {
         return run_check(plan, access, truth);
@@ -32,7 +27,7 @@ pub fn run_tracked<A: Access, T: TruthSource>(
     let db = access.hold(|ks| ks.db());
     let names: Vec<String> = plan.rules.iter().map(|r| r.rule.name.clone()).collect();
     if !changed {
-        let taken = lock(dirty).take_for_full(db, &names, plan.now);
+        let taken = dirty.lock().take_for_full(db, &names, plan.now);
         return finish(
             run_check(plan, access, truth),
             taken,
@@ -40,7 +35,7 @@ pub fn run_tracked<A: Access, T: TruthSource>(
             dirty,
         );
     }
-    let scope = lock(dirty).take_changed(db, &names, plan.now);
+    let scope = dirty.lock().take_changed(db, &names, plan.now);
     match scope {
         ChangedScope::Full { taken, reason } => finish(
             run_check(plan, access, truth),
@@ -52,7 +47,7 @@ pub fn run_tracked<A: Access, T: TruthSource>(
             let per_rule = match changed_ids(plan, &taken, &since, truth) {
                 Ok(ids) => ids,
                 Err(e) => {
-                    lock(dirty).give_back(taken);
+                    dirty.lock().give_back(taken);
                     return Err(e);
                 }
             };
@@ -100,16 +95,16 @@ fn finish(
     result: Result<CheckReport, CheckError>,
     taken: Taken,
     mode: CheckMode,
-    dirty: &Mutex<DirtySet>,
+    dirty: &DirtyTracker,
 ) -> Result<CheckReport, CheckError> {
     match result {
         Ok(mut report) => {
-            lock(dirty).complete(taken);
+            dirty.lock().complete(taken);
             report.mode = mode;
             Ok(report)
         }
         Err(e) => {
-            lock(dirty).give_back(taken);
+            dirty.lock().give_back(taken);
             Err(e)
         }
     }
@@ -153,7 +148,7 @@ mod tests {
     #[test]
     fn changed_checks_read_only_dirty_and_changed_ids_and_find_what_full_finds() {
         let access = store(&[("1", "10"), ("2", "20"), ("3", "30")]);
-        let dirty = Mutex::new(DirtySet::new(100));
+        let dirty = DirtyTracker::new(100);
         let mut truth = truth();
 
         // No baseline yet: it runs full and says why.
@@ -164,7 +159,7 @@ mod tests {
 
         // Key 2 drifts and is written; the truth says ids 3 and 2 changed.
         access.hold(|ks| ks.set("u:2:w", "99"));
-        lock(&dirty).record(0, "weekly", b"2");
+        dirty.record(0, "weekly", b"2");
         truth
             .changed
             .insert("weekly".into(), vec!["3".into(), "2".into()]);
@@ -190,19 +185,19 @@ mod tests {
     #[test]
     fn a_failed_changed_check_keeps_its_ids_for_the_next_one() {
         let access = store(&[("1", "10")]);
-        let dirty = Mutex::new(DirtySet::new(100));
+        let dirty = DirtyTracker::new(100);
         let mut truth = truth();
         run_tracked(&plan(), false, &access, &mut truth, &dirty).unwrap();
-        lock(&dirty).record(0, "weekly", b"1");
+        dirty.record(0, "weekly", b"1");
         truth.down = Some(consistency_bridge::BridgeError::Unavailable(
             "refused".into(),
         ));
         assert!(run_tracked(&plan(), true, &access, &mut truth, &dirty).is_err());
-        assert_eq!(lock(&dirty).pending("weekly"), 1);
+        assert_eq!(dirty.lock().pending("weekly"), 1);
         truth.down = None;
         let again = run_tracked(&plan(), true, &access, &mut truth, &dirty).unwrap();
         assert_eq!(again.mode, CheckMode::Changed);
         assert_eq!(again.checked, 1);
-        assert_eq!(lock(&dirty).pending("weekly"), 0);
+        assert_eq!(dirty.lock().pending("weekly"), 0);
     }
 }

@@ -59,6 +59,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     schedule::start(ctx);
     watch::start(ctx);
     redis_api::key_events::register_server_events(ctx);
+    state::start_dirty_merge();
     unsafe { raw::RedisModule_RegisterInfoFunc.unwrap()(ctx.ctx, Some(redis_api::info::write)) };
     config::INITIALISED.store(true, Ordering::Release);
     Status::Ok
@@ -75,6 +76,12 @@ fn pool_changed<T>(_ctx: &ConfigurationContext, _name: &str, _value: &'static T)
     if config::INITIALISED.load(Ordering::Acquire) {
         state::rebuild_pool();
     }
+}
+
+/// The dirty set's bound applies from the next write on, not from the next
+/// time something locks the set.
+fn dirty_max_changed<T>(_ctx: &ConfigurationContext, _name: &str, _value: &'static T) {
+    state::dirty_tracker().set_max(config::dirty_max_ids());
 }
 
 /// The registration. redis-module's macro logs through its own helpers (which
@@ -127,7 +134,7 @@ mod registration {
                 ["sync-timeout-ms", &config::SYNC_TIMEOUT_MS, config::defaults::SYNC_TIMEOUT_MS, 1, 60_000, DEFAULT, None],
                 ["sync-max-keys", &config::SYNC_MAX_KEYS, config::defaults::SYNC_MAX_KEYS, 0, 1_000_000, DEFAULT, None],
                 ["max-queue", &config::MAX_QUEUE, config::defaults::MAX_QUEUE, 1, 100_000, IMMUTABLE, None],
-                ["dirty-max-ids", &config::DIRTY_MAX_IDS, config::defaults::DIRTY_MAX_IDS, 0, 1_000_000_000, DEFAULT, None],
+                ["dirty-max-ids", &config::DIRTY_MAX_IDS, config::defaults::DIRTY_MAX_IDS, 0, 1_000_000_000, DEFAULT, Some(Box::new(dirty_max_changed))],
                 ["watch-grace-ms", &config::WATCH_GRACE_MS, config::defaults::WATCH_GRACE_MS, 0, 600_000, DEFAULT, None],
                 ["watch-max-qps", &config::WATCH_MAX_QPS, config::defaults::WATCH_MAX_QPS, 1, 10_000, DEFAULT, None],
                 ["watch-max-pending", &config::WATCH_MAX_PENDING, config::defaults::WATCH_MAX_PENDING, 0, 100_000_000, DEFAULT, None],

@@ -257,7 +257,7 @@ fn run(rules: Vec<Arc<LoadedRule>>, changed: bool) -> Result<bool, String> {
     let plan = CheckPlan::configured(rules, Vec::new(), None);
     let access = Detached::new(config::db(), config::job_timeout()).map_err(|e| failed(&e))?;
     let mut truth = PoolTruth::from_pool().map_err(|e| failed(&e))?;
-    let report = run_tracked(&plan, changed, &access, &mut truth, state::dirty_set())
+    let report = run_tracked(&plan, changed, &access, &mut truth, state::dirty_tracker())
         .map_err(|e| failed(&e))?;
     let full = report.mode != CheckMode::Changed;
     stats::record_check(&report, true);

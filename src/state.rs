@@ -1,7 +1,7 @@
 //! The module's running state: loaded rules, the PostgreSQL pool, the lanes and
 //! the dirty ids of CHECK CHANGED.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use consistency_bridge::{
 };
 
 use crate::config;
-use crate::dirty::DirtySet;
+use crate::dirty::{DirtySet, DirtyTracker};
 use crate::rules::{Rule, RuleKind, RuleSet, RulesError};
 use crate::watch_samples::WatchSamples;
 
@@ -81,18 +81,39 @@ impl LoadedRules {
 static RULES: RwLock<Option<Arc<LoadedRules>>> = RwLock::new(None);
 
 /// The ids written since each rule's last check (CHECK CHANGED).
-static DIRTY: OnceLock<Mutex<DirtySet>> = OnceLock::new();
+static DIRTY: OnceLock<DirtyTracker> = OnceLock::new();
+static DIRTY_MERGE_STOP: AtomicBool = AtomicBool::new(false);
+/// How often the background merge empties the write log into the set.
+const DIRTY_MERGE_EVERY: Duration = Duration::from_millis(20);
 
-/// The dirty set, locked, with its bound as configured now.
+/// The dirty set, locked, with its bound as configured now and every write
+/// logged so far merged in.
 pub fn dirty() -> MutexGuard<'static, DirtySet> {
-    let mut set = dirty_set().lock().unwrap_or_else(|p| p.into_inner());
-    set.set_max(config::dirty_max_ids());
-    set
+    let tracker = dirty_tracker();
+    tracker.set_max(config::dirty_max_ids());
+    tracker.lock()
 }
 
-/// The dirty set itself, for the run layer to lock when it needs it.
-pub fn dirty_set() -> &'static Mutex<DirtySet> {
-    DIRTY.get_or_init(|| Mutex::new(DirtySet::new(config::dirty_max_ids())))
+/// The tracker itself: the keyspace callback logs into it, the run layer
+/// locks it.
+pub fn dirty_tracker() -> &'static DirtyTracker {
+    DIRTY.get_or_init(|| DirtyTracker::new(config::dirty_max_ids()))
+}
+
+/// Merges logged writes into the dirty set every 20 ms, on a thread of its
+/// own, so the hash lookups happen neither inside writes nor in one long
+/// lump at the next check.
+pub fn start_dirty_merge() {
+    let _ = std::thread::Builder::new()
+        .name("consistency-dirty".into())
+        .spawn(|| {
+            while !DIRTY_MERGE_STOP.load(Ordering::Relaxed) {
+                std::thread::sleep(DIRTY_MERGE_EVERY);
+                if dirty_tracker().has_log() {
+                    drop(dirty());
+                }
+            }
+        });
 }
 
 /// Samples of watched rules' writes (continuous consistency).
@@ -217,6 +238,7 @@ pub fn lanes() -> &'static Lanes {
 }
 
 pub fn stop_lanes() {
+    DIRTY_MERGE_STOP.store(true, Ordering::Relaxed);
     if let Some(l) = LANES.get() {
         l.truth.shutdown(Duration::from_secs(2));
         l.keyspace.shutdown(Duration::from_secs(2));

@@ -63,7 +63,13 @@ impl Work for CheckWork {
         truth: &mut TruthConnection,
     ) -> Result<Reply, CommandError> {
         truth.available()?;
-        let report = run_tracked(&self.plan, self.changed, access, truth, state::dirty_set())?;
+        let report = run_tracked(
+            &self.plan,
+            self.changed,
+            access,
+            truth,
+            state::dirty_tracker(),
+        )?;
         // Presence findings are events the application acts on.
         let _ = notify_presence(access, &self.plan.rules, &report.entries);
         stats::record_check(&report, self.plan.ids.is_empty());

@@ -115,7 +115,13 @@ impl Work for FixAllWork {
         truth: &mut TruthConnection,
     ) -> Result<Reply, CommandError> {
         truth.available()?;
-        let report = run_tracked(&self.plan, self.changed, access, truth, state::dirty_set())?;
+        let report = run_tracked(
+            &self.plan,
+            self.changed,
+            access,
+            truth,
+            state::dirty_tracker(),
+        )?;
         stats::record_check(&report, true);
         let outcome = fix_all(&self.plan, &report, access, self.dry_run, self.rewrite)?;
         Ok(render(

@@ -29,7 +29,7 @@ pub fn on_key_event(ctx: &Context, _event: NotifyEvent, name: &str, key: &[u8]) 
                 let db = *db.get_or_insert_with(|| unsafe {
                     i64::from(raw::RedisModule_GetSelectedDb.unwrap()(ctx.ctx))
                 });
-                state::dirty().record(db, &rule.rule.name, id);
+                state::dirty_tracker().record(db, &rule.rule.name, id);
                 // Watching samples the application's writes on a primary: an
                 // expiry, an eviction or the module's own repair is none, and
                 // a replica does not look.
