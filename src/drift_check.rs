@@ -296,6 +296,7 @@ pub fn run_check<A: Access, T: TruthSource>(
     truth: &mut T,
 ) -> Result<CheckReport, CheckError> {
     let started = Instant::now();
+    let memory = crate::working_memory::Measure::start();
     let slots = access.hold(|ks| ks.slots());
     let mut run = Run {
         plan,
@@ -333,6 +334,7 @@ pub fn run_check<A: Access, T: TruthSource>(
     }
     report.sort_entries();
     report.duration_ms = started.elapsed().as_millis() as u64;
+    stats::record_check_memory(memory.peak());
     Ok(report)
 }
 

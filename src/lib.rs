@@ -42,6 +42,7 @@ pub mod text;
 pub mod truth_map;
 pub mod watch;
 pub mod watch_samples;
+pub mod working_memory;
 
 use std::sync::atomic::Ordering;
 
@@ -97,8 +98,9 @@ mod registration {
     redis_module! {
         name: "consistency",
         version: 1,
-        // Working memory (a check's truth map) must not count toward maxmemory.
-        allocator: (std::alloc::System, std::alloc::System),
+        // Working memory (a check's truth map) must not count toward maxmemory;
+        // the system allocator, counted (check_memory_peak_bytes).
+        allocator: (redis_api::allocator::CountingSystem, redis_api::allocator::CountingSystem),
         data_types: [],
         init: init,
         deinit: deinit,

@@ -25,6 +25,14 @@ pub static PG_QUERY_MS_MAX: AtomicU64 = AtomicU64::new(0);
 /// Scheduled runs that could not complete (no connection, a failed query, a
 /// failed repair).
 pub static RUNS_FAILED_TOTAL: AtomicU64 = AtomicU64::new(0);
+/// The most working memory one check held since load.
+static CHECK_MEMORY_PEAK_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// A check held at most `bytes` of working memory.
+pub fn record_check_memory(bytes: usize) {
+    CHECK_MEMORY_PEAK_BYTES.fetch_max(bytes as u64, Ordering::Relaxed);
+}
+
 /// Truth queries watched rules' looks sent (continuous consistency's load).
 static WATCH_QUERIES_TOTAL: AtomicU64 = AtomicU64::new(0);
 
@@ -235,6 +243,7 @@ pub fn info_fields(
         ("last_check_drifted", last.map_or(0, |l| l.drifted as i64)),
         ("pg_up", i64::from(pg_up())),
         ("runs_failed_total", n(&RUNS_FAILED_TOTAL)),
+        ("check_memory_peak_bytes", n(&CHECK_MEMORY_PEAK_BYTES)),
         ("watch_queries_total", n(&WATCH_QUERIES_TOTAL)),
     ]
 }

@@ -45,7 +45,7 @@ fn info(redis: &TestRedis) -> BTreeMap<String, i64> {
         .collect()
 }
 
-const INFO_FIELDS: [&str; 23] = [
+const INFO_FIELDS: [&str; 24] = [
     "rules_loaded",
     "checks_total",
     "keys_checked_total",
@@ -68,6 +68,7 @@ const INFO_FIELDS: [&str; 23] = [
     "last_check_drifted",
     "pg_up",
     "runs_failed_total",
+    "check_memory_peak_bytes",
     "watch_queries_total",
 ];
 
@@ -286,6 +287,9 @@ fn status_and_info_account_for_each_check() {
     let after = info(&redis);
     assert_counters(&start, &after, &r);
     assert_eq!(after["pg_up"], 1);
+    assert_eq!(start["check_memory_peak_bytes"], 0);
+    let peak = after["check_memory_peak_bytes"];
+    assert!(peak > 0 && peak < 64 << 20, "{peak}");
     assert_rule_runs(&redis, &r);
 
     // Refused input is no check.
@@ -553,4 +557,34 @@ fn reload_replaces_rules_and_a_bad_file_keeps_the_old_ones() {
     check(&mut c, Proto::Resp2, &[]).assert_findings(&both);
     let err = call_err(&mut c, &["CONSISTENCY.RELOAD", "now"]);
     assert_eq!(err, "ERR unknown option 'now'");
+}
+
+/// `check_memory_peak_bytes` counts what a check held (to within 4 KiB per
+/// thread): a spot check of one id holds little, a check of 3,000 keys more,
+/// and the figure is the highest.
+#[test]
+fn check_memory_peak_follows_what_a_check_holds() {
+    let pg = TestPg::fresh();
+    ledger::create_schema(&pg);
+    ledger::load(&pg, 3000, 1, 5);
+    let path = common::write_rules(&[common::weekly_rule_json()]);
+    let redis = TestRedis::start_for(&pg, &path, &[]);
+    let mut c = redis.conn();
+    ledger::fill_cache_weekly(&mut c, &pg);
+
+    call_ok(&mut c, &["CONSISTENCY.CHECK", "ID", "7"]);
+    let spot = info(&redis)["check_memory_peak_bytes"];
+    call_ok(&mut c, &["CONSISTENCY.CHECK"]);
+    let full = info(&redis)["check_memory_peak_bytes"];
+    // At least the 3,000 keys' names and values, held at once.
+    assert!(
+        full > 3000 * 40 && full > 2 * spot,
+        "spot {spot}, full {full}"
+    );
+    call_ok(&mut c, &["CONSISTENCY.CHECK", "ID", "8"]);
+    assert_eq!(
+        info(&redis)["check_memory_peak_bytes"],
+        full,
+        "the highest stays"
+    );
 }

@@ -28,7 +28,7 @@ use redis::Connection;
 const SCRIPT: &str = "scripts/redis_exporter/consistency.lua";
 
 /// Every documented field of `INFO consistency`, as INFO prints them.
-const FIELDS: [&str; 23] = [
+const FIELDS: [&str; 24] = [
     "consistency_rules_loaded",
     "consistency_checks_total",
     "consistency_keys_checked_total",
@@ -51,6 +51,7 @@ const FIELDS: [&str; 23] = [
     "consistency_last_check_drifted",
     "consistency_pg_up",
     "consistency_runs_failed_total",
+    "consistency_check_memory_peak_bytes",
     "consistency_watch_queries_total",
 ];
 

@@ -9,14 +9,17 @@
 //! - `writes`: every write, replicated, only on a primary and not while paused;
 //! - `blocking`: a blocked client and the job that answers it exactly once;
 //! - `detached`: the scheduler's context on `consistency.db`;
-//! - `key_events`: keyspace and server events feeding CHECK CHANGED's dirty ids;
+//! - `key_events`: keyspace and server events feeding CHECK CHANGED's dirty ids
+//!   and watched rules' samples;
 //! - `info`: the `INFO consistency` section, with one dict field per rule;
 //! - `respond`: a [`crate::reply::Reply`] tree written to a client;
 //! - `logging`: the one place that writes to the Redis log, with a constant format;
 //! - `cluster_view`: this node's slots, read from CLUSTER SLOTS;
 //! - `command_docs`: COMMAND DOCS (7.0+);
-//! - `test_hooks`: CONSISTENCY.DEBUG, only with the `test-hooks` feature.
+//! - `test_hooks`: CONSISTENCY.DEBUG, only with the `test-hooks` feature;
+//! - `allocator`: the global allocator, counting the module's working memory.
 
+pub mod allocator;
 pub mod blocking;
 pub mod cluster_view;
 pub mod command_docs;
