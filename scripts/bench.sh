@@ -29,7 +29,8 @@
 # "host=127.0.0.1 port=5432 user=postgres"); the user must be allowed to create
 # databases. Redis: only servers this script starts, on free loopback ports.
 # Timings are ratios from one run on whatever machine runs it; they are not tests.
-# The write-path cost of CHECK CHANGED's tracking is scripts/bench-writes.sh.
+# The write-path cost of CHECK CHANGED's tracking is scripts/bench-writes.sh;
+# a watched rule under a steady write load is scripts/bench-watch.sh.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
