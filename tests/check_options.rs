@@ -136,6 +136,11 @@ fn bad_input_is_refused_at_once_naming_the_option() {
             &["RULE", "cost_weekly", "RULE", "cost_5h"],
             "ERR unknown rule 'cost_5h' (loaded: cost_weekly, cost_monthly)",
         ),
+        // A client's name is shown cut and escaped, not echoed whole.
+        (
+            &["RULE", &"\r".repeat(100)],
+            "ERR unknown rule '\\x0d\\x0d\\x0d\\x0d\\x0d\\x0d\\x0d\\x0d\\x0d\\x0d\\x0d\\x0d\\x0d\\x0d\\x0d\\x0d...(100 bytes)' (loaded: cost_weekly, cost_monthly)",
+        ),
         (
             &["FORMAT", "xml"],
             "ERR FORMAT must be resp or json, got 'xml'",

@@ -269,8 +269,10 @@ pub fn select_rules(names: &[String]) -> Result<Vec<Arc<LoadedRule>>, CommandErr
     }
     let mut selected: Vec<Arc<LoadedRule>> = Vec::new();
     for name in names {
+        // The name is the client's text: shown cut and escaped, never echoed
+        // whole (a 4 MB name made a 4 MB error reply on the main thread).
         let rule = loaded.get(name).ok_or_else(|| CommandError::UnknownRule {
-            name: name.clone(),
+            name: crate::args::display_arg(name.as_bytes()),
             loaded: loaded.names(),
         })?;
         if !selected.iter().any(|r| Arc::ptr_eq(r, rule)) {
