@@ -260,9 +260,6 @@ impl std::fmt::Display for CheckError {
     }
 }
 
-/// Ids in one id-restricted truth query (a shard's own ids in a cluster).
-const IDS_PER_TRUTH_QUERY: usize = 10_000;
-
 /// The cache of one rule, by slot (see [`slot_of`]): the key and what it holds.
 type CacheMap = FastMap<Vec<u8>, (Vec<u8>, CachedKey)>;
 
@@ -357,30 +354,20 @@ impl<A: Access, T: TruthSource> Run<'_, A, T> {
         let now = self.plan.now;
         let rules = &self.plan.rules;
         let windows: Vec<Option<SystemTime>> = rules.iter().map(|r| window_start(r, now)).collect();
-        // In a cluster, a rule that ignores missing keys needs the truth only
-        // for the ids this shard's keys hold: asked after the scan, by id,
-        // instead of every shard fetching the whole truth.
-        let cluster = !self.slots.is_all();
-        let by_ids: Vec<bool> = rules
-            .iter()
-            .map(|r| cluster && !reports_missing(r))
-            .collect();
         let truth = &mut *self.truth;
         let (truths, caches, truth_time) = std::thread::scope(|s| {
             let queries = s.spawn(|| {
                 let started = Instant::now();
                 let asked: Vec<(&LoadedRule, Option<SystemTime>)> = rules
                     .iter()
-                    .zip(&windows)
-                    .zip(&by_ids)
-                    .filter(|(_, later)| !**later)
-                    .map(|((rule, window), _)| (&**rule, *window))
+                    .map(|r| &**r)
+                    .zip(windows.iter().copied())
                     .collect();
                 let truths = truth
                     .all_of(&asked)
                     .into_iter()
-                    .zip(asked.iter())
-                    .map(|(rows, (rule, _))| Ok(to_map(rows?, &rule.rule)?))
+                    .zip(rules)
+                    .map(|(rows, rule)| Ok(to_map(rows?, &rule.rule)?))
                     .collect::<Result<Vec<_>, CheckError>>();
                 (truths, started.elapsed())
             });
@@ -392,19 +379,9 @@ impl<A: Access, T: TruthSource> Run<'_, A, T> {
             (truths, caches, elapsed)
         });
         self.truth_time += truth_time;
+        let mut truths = truths?;
         let caches = caches?;
-        let mut asked = truths?.into_iter();
-        let mut truths = Vec::with_capacity(rules.len());
-        for (i, rule) in rules.iter().enumerate() {
-            if by_ids[i] {
-                let started = Instant::now();
-                truths.push(self.truth_of_cached(rule, &caches[i], windows[i])?);
-                self.truth_time += started.elapsed();
-            } else {
-                truths.push(asked.next().expect("one truth per rule asked"));
-            }
-        }
-        if cluster {
+        if !self.slots.is_all() {
             // In a cluster, ids whose key lives on another shard are that shard's.
             for (rule, truth) in rules.iter().zip(&mut truths) {
                 truth.retain(|slot| self.slots.owns_key(&key_of_slot(&rule.rule, slot).0));
@@ -472,34 +449,6 @@ impl<A: Access, T: TruthSource> Run<'_, A, T> {
             distinct = ids.len() as u64;
         }
         Ok((entries, tallies, distinct))
-    }
-
-    /// The truth of the ids `cache` holds keys of, asked by id in chunks.
-    fn truth_of_cached(
-        &mut self,
-        rule: &LoadedRule,
-        cache: &CacheMap,
-        window: Option<SystemTime>,
-    ) -> Result<TruthMap, CheckError> {
-        let template = &rule.rule.key;
-        let mut seen: FastSet<&[u8]> = FastSet::default();
-        let ids: Vec<Vec<u8>> = cache
-            .iter()
-            .map(|(slot, (key, _))| {
-                if template.is_multi() {
-                    template.id_of(key).unwrap_or_default()
-                } else {
-                    slot.as_slice()
-                }
-            })
-            .filter(|id| seen.insert(id))
-            .map(<[u8]>::to_vec)
-            .collect();
-        let mut rows = Vec::new();
-        for chunk in sendable_ids(&ids).chunks(IDS_PER_TRUTH_QUERY) {
-            rows.extend(self.truth.ids(rule, chunk, window)?);
-        }
-        Ok(to_map(rows, &rule.rule)?)
     }
 
     /// Round one for given ids, per rule index: truth for just those ids,
@@ -1069,54 +1018,6 @@ mod run_tests {
             ])
         );
         assert_eq!(report.checked, 2);
-    }
-
-    #[test]
-    fn a_shard_asks_the_truth_only_for_its_own_ids_when_missing_keys_are_ignored() {
-        let rules = rules(
-            r#"[{"name": "weekly", "kind": "number", "key": "u:{id}:w", "truth": "x"},
-                {"name": "conn", "kind": "presence", "key": "c:{id}", "truth": "x"}]"#,
-        );
-        // This shard serves the lower half of the slots.
-        let mut store = MemoryStore {
-            slots: Arc::new(crate::cluster::SlotSet::from_ranges(&[(0, 8191)])),
-            ..MemoryStore::default()
-        };
-        let mut local = Vec::new();
-        for id in 1..=40 {
-            let key = format!("u:{id}:w");
-            if store.slots.owns_key(key.as_bytes()) {
-                store.set(&key, if id % 7 == 0 { "99" } else { "10" });
-                local.push(id);
-            }
-        }
-        store.set("u:orphan:w", "1");
-        let rows: Vec<(String, Option<&str>)> =
-            (1..=40).map(|id| (id.to_string(), Some("10"))).collect();
-        let rows: Vec<(&str, Option<&str>)> = rows.iter().map(|(i, v)| (i.as_str(), *v)).collect();
-        let truth = FakeTruth::default()
-            .with("weekly", &rows)
-            .with("conn", &[("a", None)]);
-        let by_id = Arc::clone(&truth.id_queries);
-        let mut truth = truth;
-        let access = MemoryAccess::new(store);
-        let mut one_round = plan(rules, 5.0);
-        one_round.verify_rounds = 1;
-        let report = run_check(&one_round, &access, &mut truth).unwrap();
-        // One query by id for the number rule (its missing keys are ignored);
-        // the presence rule reports missing keys, so it reads its whole truth.
-        assert_eq!(by_id.load(Ordering::SeqCst), 1);
-        let mut want: BTreeSet<(String, String, Status)> = local
-            .iter()
-            .filter(|id| *id % 7 == 0)
-            .map(|id| entry("weekly", &format!("u:{id}:w"), Status::Drift))
-            .collect();
-        want.insert(entry("weekly", "u:orphan:w", Status::Orphan));
-        if access.hold(|ks| ks.slots()).owns_key(b"c:a") {
-            want.insert(entry("conn", "c:a", Status::Missing));
-        }
-        assert_eq!(found(&report), want);
-        assert!(!local.is_empty() && local.len() < 40, "{local:?}");
     }
 
     #[test]
