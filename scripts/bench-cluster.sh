@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# What a full CHECK costs PostgreSQL in Redis Cluster against one node: the
+# seed's weekly totals (`user:{<id>}:cost_weekly`, a rule that ignores missing
+# keys) in a plain redis-server and spread over three primaries, each with the
+# module; CHECK on the single node and on each primary in turn, interleaved.
+# Prints the module's truth time (truth_ms) and wall times; the shards' total
+# truth time against one node's is the figure (target: at most 1.3x).
+#
+# Usage: scripts/bench-cluster.sh [--users N] [--repeat N]
+# Environment: BENCH_PG, libpq key=value without dbname (default
+# "host=127.0.0.1 port=5432 user=postgres"); it creates and drops the database
+# consistency_bench_cluster. Redis: only servers it starts, on free loopback ports.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+PG=${BENCH_PG:-host=127.0.0.1 port=5432 user=postgres}
+case ${1:-} in
+    -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+esac
+for tool in redis-server redis-cli; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "bench-cluster.sh: $tool not found" >&2; exit 1; }
+done
+
+cargo build --release --quiet
+cargo build --release --quiet -p consistency-bench
+WORKDIR=$(mktemp -d "${TMPDIR:-/tmp}/consistency-bench-cluster.XXXXXX")
+trap 'rm -rf "$WORKDIR"' EXIT
+"$ROOT/target/release/consistency-bench-cluster" --module "$ROOT/target/release/libredis_consistency.so" \
+    --pg "$PG" --workdir "$WORKDIR" "$@"
