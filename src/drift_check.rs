@@ -39,6 +39,17 @@ pub trait TruthSource: Send {
     fn changed(&mut self, rule: &LoadedRule, since: SystemTime)
         -> Result<Vec<String>, BridgeError>;
 
+    /// The rows of several rules' given ids, in order; one after another
+    /// unless the source can run them side by side.
+    fn ids_of(
+        &mut self,
+        asks: &[(&LoadedRule, Vec<String>, Option<SystemTime>)],
+    ) -> Vec<Result<Vec<TruthRow>, BridgeError>> {
+        asks.iter()
+            .map(|(rule, ids, window)| self.ids(rule, ids, *window))
+            .collect()
+    }
+
     /// Every row of several rules, in order; one after another unless the
     /// source can run them side by side.
     fn all_of(
@@ -158,6 +169,36 @@ impl TruthSource for PoolTruth {
                     .map(|(rule, window)| {
                         let mut source = self.clone();
                         s.spawn(move || source.all(rule, *window))
+                    })
+                    .collect();
+                for handle in running {
+                    results.push(match handle.join() {
+                        Ok(result) => result,
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    });
+                }
+            });
+        }
+        results
+    }
+
+    /// Id-restricted queries (CHECK CHANGED, verification rounds) run side by
+    /// side on their own pooled connections: no keyspace scan runs meanwhile,
+    /// so every core may serve PostgreSQL.
+    fn ids_of(
+        &mut self,
+        asks: &[(&LoadedRule, Vec<String>, Option<SystemTime>)],
+    ) -> Vec<Result<Vec<TruthRow>, BridgeError>> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let at_once = (self.pool.settings().pool_size as usize).min(cores).max(1);
+        let mut results = Vec::with_capacity(asks.len());
+        for group in asks.chunks(at_once) {
+            std::thread::scope(|s| {
+                let running: Vec<_> = group
+                    .iter()
+                    .map(|(rule, ids, window)| {
+                        let mut source = self.clone();
+                        s.spawn(move || source.ids(rule, ids, *window))
                     })
                     .collect();
                 for handle in running {
@@ -543,6 +584,23 @@ impl<A: Access, T: TruthSource> Run<'_, A, T> {
             .collect())
     }
 
+    /// The values of `keys` (id, key) as `rule` reads them.
+    fn read_target(
+        &self,
+        rule: &LoadedRule,
+        keys: &[(Vec<u8>, Vec<u8>)],
+        window: Option<SystemTime>,
+    ) -> Result<Vec<CachedKey>, Expired> {
+        let names: Vec<Vec<u8>> = keys.iter().map(|(_, k)| k.clone()).collect();
+        read_keys(
+            self.access,
+            &names,
+            &rule.rule.kind,
+            epoch_ms(window),
+            self.plan.scan_batch,
+        )
+    }
+
     /// Compares the keys of the given ids per rule (by rule index). Returns the
     /// findings and, when `count` is set, the keys compared per selected rule.
     ///
@@ -560,6 +618,9 @@ impl<A: Access, T: TruthSource> Run<'_, A, T> {
         let now = self.plan.now;
         let mut entries = Vec::new();
         let mut checked = vec![0; self.plan.rules.len()];
+        // First every target's keys (and, bracketing, their values before the
+        // truth), then all the truth queries at once, then the comparisons.
+        let mut prepared = Vec::with_capacity(targets.len());
         for target in targets {
             let rule = &self.plan.rules[target.rule];
             let template = &rule.rule.key;
@@ -581,28 +642,30 @@ impl<A: Access, T: TruthSource> Run<'_, A, T> {
             };
             // Keys of slots another shard serves are not ours to check.
             keys.retain(|(_, key)| self.slots.owns_key(key));
-            let read = |access: &A, keys: &[(Vec<u8>, Vec<u8>)]| {
-                let names: Vec<Vec<u8>> = keys.iter().map(|(_, k)| k.clone()).collect();
-                read_keys(
-                    access,
-                    &names,
-                    &rule.rule.kind,
-                    epoch_ms(window),
-                    self.plan.scan_batch,
-                )
-            };
             let earlier = if bracket {
-                Some(read(self.access, &keys)?)
+                Some(self.read_target(rule, &keys, window)?)
             } else {
                 None
             };
-            let started = Instant::now();
+            prepared.push((target, keys, text_ids, window, earlier));
+        }
+        let asks: Vec<(&LoadedRule, Vec<String>, Option<SystemTime>)> = prepared
+            .iter()
+            .filter(|(_, _, ids, _, _)| !ids.is_empty())
+            .map(|(t, _, ids, window, _)| (&*self.plan.rules[t.rule], ids.clone(), *window))
+            .collect();
+        let started = Instant::now();
+        let mut answers = self.truth.ids_of(&asks).into_iter();
+        self.truth_time += started.elapsed();
+        for (target, mut keys, text_ids, window, earlier) in prepared {
+            let rule = &self.plan.rules[target.rule];
+            let template = &rule.rule.key;
             let truth = if text_ids.is_empty() {
                 TruthMap::default()
             } else {
-                to_map(self.truth.ids(rule, &text_ids, window)?, &rule.rule)?
+                let rows = answers.next().expect("one answer per query asked")?;
+                to_map(rows, &rule.rule)?
             };
-            self.truth_time += started.elapsed();
             if template.is_multi() && !bracket {
                 // The truth's keys for these ids that no scan found: missing.
                 let known: HashSet<Vec<u8>> = keys.iter().map(|(_, k)| k.clone()).collect();
@@ -613,7 +676,7 @@ impl<A: Access, T: TruthSource> Run<'_, A, T> {
                     }
                 }
             }
-            let cached = read(self.access, &keys)?;
+            let cached = self.read_target(rule, &keys, window)?;
             let tolerance = self.tolerance(rule);
             for (n, ((id, key), cached)) in keys.iter().zip(&cached).enumerate() {
                 let t = truth.lookup(slot_of(&rule.rule, id, key));
