@@ -12,19 +12,9 @@
 # consistency_bench_cluster. Redis: only servers it starts, on free loopback ports.
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT=$PWD
-PG=${BENCH_PG:-host=127.0.0.1 port=5432 user=postgres}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 case ${1:-} in
     -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
-for tool in redis-server redis-cli; do
-    command -v "$tool" >/dev/null 2>&1 || { echo "bench-cluster.sh: $tool not found" >&2; exit 1; }
-done
-
-cargo build --release --quiet
-cargo build --release --quiet -p consistency-bench
-WORKDIR=$(mktemp -d "${TMPDIR:-/tmp}/consistency-bench-cluster.XXXXXX")
-trap 'rm -rf "$WORKDIR"' EXIT
-"$ROOT/target/release/consistency-bench-cluster" --module "$ROOT/target/release/libredis_consistency.so" \
-    --pg "$PG" --workdir "$WORKDIR" "$@"
+command -v redis-cli >/dev/null 2>&1 || die "redis-cli not found (--cluster create)"
+run_bench_driver cluster "$@"

@@ -12,17 +12,8 @@
 # consistency_bench_watch. Redis: only the server it starts, on a free loopback port.
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT=$PWD
-PG=${BENCH_PG:-host=127.0.0.1 port=5432 user=postgres}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 case ${1:-} in
     -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
-command -v redis-server >/dev/null 2>&1 || { echo "bench-watch.sh: redis-server not found" >&2; exit 1; }
-
-cargo build --release --quiet
-cargo build --release --quiet -p consistency-bench
-WORKDIR=$(mktemp -d "${TMPDIR:-/tmp}/consistency-bench-watch.XXXXXX")
-trap 'rm -rf "$WORKDIR"' EXIT
-"$ROOT/target/release/consistency-bench-watch" --module "$ROOT/target/release/libredis_consistency.so" \
-    --pg "$PG" --workdir "$WORKDIR" "$@"
+run_bench_driver watch "$@"

@@ -442,3 +442,27 @@ stop_redis() {
 }
 
 _pid_gone() { ! kill -0 "$1" 2>/dev/null; }
+
+# ---------------------------------------------------------------------------
+# Benchmarks
+# ---------------------------------------------------------------------------
+
+# run_bench_driver NAME [ARGS...]: builds the module and the bench crate, then
+# runs target/release/consistency-bench-NAME with the module, PostgreSQL
+# ($BENCH_PG, libpq key=value without dbname) and a work directory removed at
+# the end; ARGS go to the driver as they are.
+run_bench_driver() {
+    local name=$1 root workdir rc=0
+    shift
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    command -v redis-server >/dev/null 2>&1 || die "redis-server not found"
+    (cd "$root" && cargo build --release --quiet && cargo build --release --quiet -p consistency-bench) ||
+        die "the build failed"
+    workdir=$(mktemp -d "${TMPDIR:-/tmp}/consistency-bench-$name.XXXXXX")
+    "$root/target/release/consistency-bench-$name" \
+        --module "$root/target/release/libredis_consistency.so" \
+        --pg "${BENCH_PG:-host=127.0.0.1 port=5432 user=postgres}" \
+        --workdir "$workdir" "$@" || rc=$?
+    rm -rf "$workdir"
+    return "$rc"
+}

@@ -158,47 +158,44 @@ impl TruthSource for PoolTruth {
     ) -> Vec<Result<Vec<TruthRow>, BridgeError>> {
         let spare_cores =
             std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1));
-        let at_once = (self.pool.settings().pool_size as usize)
-            .min(spare_cores)
-            .max(1);
-        let mut results = Vec::with_capacity(rules.len());
-        for group in rules.chunks(at_once) {
-            std::thread::scope(|s| {
-                let running: Vec<_> = group
-                    .iter()
-                    .map(|(rule, window)| {
-                        let mut source = self.clone();
-                        s.spawn(move || source.all(rule, *window))
-                    })
-                    .collect();
-                for handle in running {
-                    results.push(match handle.join() {
-                        Ok(result) => result,
-                        Err(panic) => std::panic::resume_unwind(panic),
-                    });
-                }
-            });
-        }
-        results
+        self.side_by_side(rules, spare_cores, |source, (rule, window)| {
+            source.all(rule, *window)
+        })
     }
 
     /// Id-restricted queries (CHECK CHANGED, verification rounds) run side by
-    /// side on their own pooled connections: no keyspace scan runs meanwhile,
-    /// so every core may serve PostgreSQL.
+    /// side too: no keyspace scan runs meanwhile, so every core may serve
+    /// PostgreSQL.
     fn ids_of(
         &mut self,
         asks: &[(&LoadedRule, Vec<String>, Option<SystemTime>)],
     ) -> Vec<Result<Vec<TruthRow>, BridgeError>> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.side_by_side(asks, cores, |source, (rule, ids, window)| {
+            source.ids(rule, ids, *window)
+        })
+    }
+}
+
+impl PoolTruth {
+    /// Runs `query` for each of `asks`, in order of `asks`, up to `cores` (and
+    /// the pool's size) at once, each on a pooled connection of its own.
+    fn side_by_side<Q: Sync>(
+        &self,
+        asks: &[Q],
+        cores: usize,
+        query: impl Fn(&mut PoolTruth, &Q) -> Result<Vec<TruthRow>, BridgeError> + Sync,
+    ) -> Vec<Result<Vec<TruthRow>, BridgeError>> {
         let at_once = (self.pool.settings().pool_size as usize).min(cores).max(1);
         let mut results = Vec::with_capacity(asks.len());
         for group in asks.chunks(at_once) {
             std::thread::scope(|s| {
                 let running: Vec<_> = group
                     .iter()
-                    .map(|(rule, ids, window)| {
+                    .map(|ask| {
                         let mut source = self.clone();
-                        s.spawn(move || source.ids(rule, ids, *window))
+                        let query = &query;
+                        s.spawn(move || query(&mut source, ask))
                     })
                     .collect();
                 for handle in running {
@@ -621,6 +618,7 @@ impl<A: Access, T: TruthSource> Run<'_, A, T> {
         // First every target's keys (and, bracketing, their values before the
         // truth), then all the truth queries at once, then the comparisons.
         let mut prepared = Vec::with_capacity(targets.len());
+        let mut asks: Vec<(&LoadedRule, Vec<String>, Option<SystemTime>)> = Vec::new();
         for target in targets {
             let rule = &self.plan.rules[target.rule];
             let template = &rule.rule.key;
@@ -647,24 +645,23 @@ impl<A: Access, T: TruthSource> Run<'_, A, T> {
             } else {
                 None
             };
-            prepared.push((target, keys, text_ids, window, earlier));
+            let asked = !text_ids.is_empty();
+            if asked {
+                asks.push((&**rule, text_ids, window));
+            }
+            prepared.push((target, keys, asked, window, earlier));
         }
-        let asks: Vec<(&LoadedRule, Vec<String>, Option<SystemTime>)> = prepared
-            .iter()
-            .filter(|(_, _, ids, _, _)| !ids.is_empty())
-            .map(|(t, _, ids, window, _)| (&*self.plan.rules[t.rule], ids.clone(), *window))
-            .collect();
         let started = Instant::now();
         let mut answers = self.truth.ids_of(&asks).into_iter();
         self.truth_time += started.elapsed();
-        for (target, mut keys, text_ids, window, earlier) in prepared {
+        for (target, mut keys, asked, window, earlier) in prepared {
             let rule = &self.plan.rules[target.rule];
             let template = &rule.rule.key;
-            let truth = if text_ids.is_empty() {
-                TruthMap::default()
-            } else {
+            let truth = if asked {
                 let rows = answers.next().expect("one answer per query asked")?;
                 to_map(rows, &rule.rule)?
+            } else {
+                TruthMap::default()
             };
             if template.is_multi() && !bracket {
                 // The truth's keys for these ids that no scan found: missing.

@@ -86,12 +86,10 @@ static DIRTY_MERGE_STOP: AtomicBool = AtomicBool::new(false);
 /// How often the background merge empties the write log into the set.
 const DIRTY_MERGE_EVERY: Duration = Duration::from_millis(20);
 
-/// The dirty set, locked, with its bound as configured now and every write
-/// logged so far merged in.
+/// The dirty set, locked, with every write logged so far merged in. Its
+/// bound follows `dirty-max-ids` through that config's change callback.
 pub fn dirty() -> MutexGuard<'static, DirtySet> {
-    let tracker = dirty_tracker();
-    tracker.set_max(config::dirty_max_ids());
-    tracker.lock()
+    dirty_tracker().lock()
 }
 
 /// The tracker itself: the keyspace callback logs into it, the run layer

@@ -54,13 +54,12 @@ fn drifted_keys(r: &redis::Value) -> Vec<String> {
 }
 
 fn dirty(redis: &TestRedis, rule: &str) -> i64 {
-    let info = redis.info("consistency");
-    let dict = &info[&format!("consistency_rule_{rule}")];
-    dict.split(',')
-        .find_map(|p| p.strip_prefix("dirty="))
-        .unwrap_or_else(|| panic!("no dirty in {dict}"))
-        .parse()
-        .unwrap()
+    let fields = redis.rule_info(rule);
+    let (_, dirty) = fields
+        .iter()
+        .find(|(k, _)| k == "dirty")
+        .unwrap_or_else(|| panic!("no dirty in {fields:?}"));
+    dirty.parse().unwrap()
 }
 
 #[test]

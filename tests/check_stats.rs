@@ -74,15 +74,10 @@ const INFO_FIELDS: [&str; 24] = [
 
 /// One rule's dict field of `INFO consistency`, as (key, integer) in order.
 fn rule_info(redis: &TestRedis, rule: &str) -> Vec<(String, i64)> {
-    let info = redis.info("consistency");
-    let dict = info
-        .get(&format!("consistency_rule_{rule}"))
-        .unwrap_or_else(|| panic!("INFO has no consistency_rule_{rule}: {info:?}"));
-    dict.split(',')
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').expect("key=value");
-            (k.to_string(), v.parse().expect("an integer"))
-        })
+    redis
+        .rule_info(rule)
+        .into_iter()
+        .map(|(k, v)| (k, v.parse().expect("an integer")))
         .collect()
 }
 

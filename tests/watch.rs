@@ -55,16 +55,7 @@ fn prepared(
 
 /// A watched rule's INFO dict field, as key -> text.
 fn watch_info(redis: &TestRedis, rule: &str) -> BTreeMap<String, String> {
-    let info = redis.info("consistency");
-    let dict = info
-        .get(&format!("consistency_rule_{rule}"))
-        .unwrap_or_else(|| panic!("INFO has no consistency_rule_{rule}: {info:?}"));
-    dict.split(',')
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').expect("key=value");
-            (k.to_string(), v.to_string())
-        })
-        .collect()
+    redis.rule_info(rule).into_iter().collect()
 }
 
 fn int(fields: &BTreeMap<String, String>, key: &str) -> i64 {

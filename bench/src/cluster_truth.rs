@@ -9,15 +9,19 @@
 //! module's own `truth_ms` and the wall times are compared: the shards'
 //! total truth time against the single node's.
 
+mod pg;
+#[allow(dead_code)]
+mod server;
 #[allow(dead_code)]
 mod util;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use server::{RedisServer, ServerConfig};
 use util::{median, Result};
 
 const USAGE: &str = "\
@@ -106,11 +110,8 @@ fn key_slot(key: &[u8]) -> u16 {
 }
 
 fn prepare_pg(pg_base: &str, users: u64) -> Result<Vec<(i64, String)>> {
-    let mut admin =
-        postgres::Client::connect(&format!("{pg_base} dbname=postgres"), postgres::NoTls)?;
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"))?;
-    admin.batch_execute(&format!("CREATE DATABASE {DB}"))?;
-    let mut db = postgres::Client::connect(&format!("{pg_base} dbname={DB}"), postgres::NoTls)?;
+    pg::recreate_db(pg_base, DB)?;
+    let mut db = pg::connect(&pg::db_url(pg_base, DB))?;
     db.batch_execute(&format!(
         "CREATE UNLOGGED TABLE users (id int PRIMARY KEY, deleted_at timestamptz);
          CREATE UNLOGGED TABLE message_request (user_id int NOT NULL, cost_usd numeric(21,15) NOT NULL,
@@ -130,96 +131,28 @@ fn prepare_pg(pg_base: &str, users: u64) -> Result<Vec<(i64, String)>> {
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-fn drop_pg(pg_base: &str) {
-    if let Ok(mut admin) =
-        postgres::Client::connect(&format!("{pg_base} dbname=postgres"), postgres::NoTls)
-    {
-        let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"));
-    }
-}
-
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// A redis-server of our own, stopped on drop.
-struct Node {
-    child: Child,
-    port: u16,
-}
-
-impl Node {
-    fn start(o: &Options, dir: &Path, name: &str, rules: &Path, cluster: bool) -> Result<Node> {
-        let port = free_port()?;
-        let node_dir = dir.join(name);
-        fs::create_dir_all(&node_dir)?;
-        let mut conf = format!(
-            "port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir \"{dir}\"\nlogfile \"{dir}/redis.log\"\n\
-             loadmodule \"{module}\"\nconsistency.rules-file \"{rules}\"\n\
-             consistency.pg-url \"{pg} dbname={DB}\"\nconsistency.pg-statement-timeout-ms 600000\n\
-             consistency.job-timeout-ms 1800000\n",
-            dir = node_dir.display(),
-            module = o.module.display(),
-            rules = rules.display(),
-            pg = o.pg_base,
-        );
-        if cluster {
-            conf.push_str(
-                "cluster-enabled yes\ncluster-config-file nodes.conf\ncluster-node-timeout 5000\n",
-            );
-        }
-        let path = node_dir.join("redis.conf");
-        fs::write(&path, conf)?;
-        let child = Command::new(&o.redis_server)
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let node = Node { child, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while node
-            .connect()
-            .and_then(|mut c| Ok(redis::cmd("PING").query::<String>(&mut c)?))
-            .is_err()
-        {
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "redis-server {name} did not start; see {}",
-                    node_dir.display()
-                )
-                .into());
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        Ok(node)
-    }
-
-    fn connect(&self) -> Result<redis::Connection> {
-        Ok(redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?.get_connection()?)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Ok(mut c) = self.connect() {
-            let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").arg("NOSAVE").query(&mut c);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A redis-server with the module, in a Redis Cluster when `cluster`.
+fn start(o: &Options, dir: &Path, name: &str, rules: &Path, cluster: bool) -> Result<RedisServer> {
+    let pg_url = pg::db_url(&o.pg_base, DB);
+    // Each node keeps its own cluster state file in the shared directory.
+    let extra = if cluster {
+        format!("cluster-enabled yes\ncluster-config-file nodes-{name}.conf\ncluster-node-timeout 5000\n")
+    } else {
+        String::new()
+    };
+    RedisServer::start(&ServerConfig {
+        redis_server: &o.redis_server,
+        module: &o.module,
+        rules_file: rules,
+        pg_url: &pg_url,
+        dir,
+        name,
+        extra: &extra,
+    })
 }
 
 /// The slot ranges each node serves, from CLUSTER SLOTS.
-fn owned_ranges(node: &Node) -> Result<Vec<(u16, u16)>> {
+fn owned_ranges(node: &RedisServer) -> Result<Vec<(u16, u16)>> {
     let mut c = node.connect()?;
     let slots: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut c)?;
     let mut mine = Vec::new();
@@ -244,7 +177,7 @@ fn owned_ranges(node: &Node) -> Result<Vec<(u16, u16)>> {
     Ok(mine)
 }
 
-fn fill(node: &Node, rows: &[(i64, String)], owns: impl Fn(u16) -> bool) -> Result<u64> {
+fn fill(node: &RedisServer, rows: &[(i64, String)], owns: impl Fn(u16) -> bool) -> Result<u64> {
     let mut c = node.connect()?;
     let mut written = 0;
     for chunk in rows.chunks(5000) {
@@ -262,7 +195,7 @@ fn fill(node: &Node, rows: &[(i64, String)], owns: impl Fn(u16) -> bool) -> Resu
 }
 
 /// One CHECK: (wall, the module's truth_ms, keys checked).
-fn check(node: &Node) -> Result<(Duration, u64, u64)> {
+fn check(node: &RedisServer) -> Result<(Duration, u64, u64)> {
     let mut c = node.connect()?;
     let started = Instant::now();
     let json: String = redis::cmd("CONSISTENCY.CHECK")
@@ -298,7 +231,7 @@ fn run() -> Result<()> {
     );
     let rows = prepare_pg(&o.pg_base, o.users)?;
     let result = measure(&o, &dir, &rows);
-    drop_pg(&o.pg_base);
+    let _ = pg::drop_db(&o.pg_base, DB);
     result
 }
 
@@ -309,9 +242,9 @@ fn measure(o: &Options, dir: &Path, rows: &[(i64, String)]) -> Result<()> {
         "truth": TRUTH, "threshold": 5.0,
     });
     fs::write(&rules, serde_json::json!({ "rules": [rule] }).to_string())?;
-    let single = Node::start(o, dir, "single", &rules, false)?;
-    let shards: Vec<Node> = (0..3)
-        .map(|i| Node::start(o, dir, &format!("shard{i}"), &rules, true))
+    let single = start(o, dir, "single", &rules, false)?;
+    let shards: Vec<RedisServer> = (0..3)
+        .map(|i| start(o, dir, &format!("shard{i}"), &rules, true))
         .collect::<Result<_>>()?;
     let addrs: Vec<String> = shards
         .iter()

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant, SystemTime};
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 use crate::rules::{Kind, Rule};
 use crate::util::{epoch_ms, mix, picked, Result};
@@ -73,26 +73,7 @@ fn drift_amount(id: i64, rule_index: usize) -> f64 {
     10.5 + (mix(id as u64 + 77 * rule_index as u64) % 40) as f64
 }
 
-pub fn db_url(base: &str, db: &str) -> String {
-    format!("{base} dbname={db}")
-}
-
-pub fn connect(url: &str) -> Result<Client> {
-    Ok(Client::connect(url, NoTls)?)
-}
-
-pub fn recreate_db(base: &str, db: &str) -> Result<()> {
-    let mut admin = connect(&db_url(base, "postgres"))?;
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))?;
-    admin.batch_execute(&format!("CREATE DATABASE {db}"))?;
-    Ok(())
-}
-
-pub fn drop_db(base: &str, db: &str) -> Result<()> {
-    let mut admin = connect(&db_url(base, "postgres"))?;
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))?;
-    Ok(())
-}
+pub use crate::pg::{connect, db_url, drop_db, recreate_db};
 
 /// How long loading took, step by step.
 #[derive(Debug, Default)]

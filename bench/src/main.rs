@@ -12,6 +12,7 @@ mod checker;
 mod data;
 mod monitor;
 mod perf;
+mod pg;
 mod report;
 mod rules;
 mod seed;
@@ -229,6 +230,7 @@ fn run_size(
         pg_url: &pg_url,
         dir: workdir,
         name: size.name,
+        extra: "",
     })?;
     let url = server.url();
     let mut con = server.connect()?;

@@ -34,6 +34,8 @@ pub struct ServerConfig<'a> {
     pub pg_url: &'a str,
     pub dir: &'a Path,
     pub name: &'a str,
+    /// More redis.conf lines (`cluster-enabled yes`, ...), or empty.
+    pub extra: &'a str,
 }
 
 impl RedisServer {
@@ -51,13 +53,14 @@ impl RedisServer {
              consistency.rules-file {rules}\n\
              consistency.pg-url {pg}\n\
              consistency.pg-statement-timeout-ms 600000\n\
-             consistency.job-timeout-ms 1800000\n",
+             consistency.job-timeout-ms 1800000\n{extra}",
             dir = quote(&cfg.dir.display().to_string()),
             pidfile = quote(&pidfile.display().to_string()),
             log = quote(&log.display().to_string()),
             module = quote(&cfg.module.display().to_string()),
             rules = quote(&cfg.rules_file.display().to_string()),
             pg = quote(cfg.pg_url),
+            extra = cfg.extra,
         );
         fs::write(&conf, text)?;
         let child = Command::new(cfg.redis_server)

@@ -9,6 +9,7 @@
 //! for the watched phases the truth queries per second the looks sent (INFO
 //! `watch_queries_total`) against `watch-max-qps`, and the samples' outcome.
 
+mod pg;
 #[allow(dead_code)]
 mod server;
 #[allow(dead_code)]
@@ -96,12 +97,8 @@ fn value_of(id: u64) -> String {
 }
 
 fn prepare_pg(pg_base: &str, ids: u64) -> Result<()> {
-    let mut admin =
-        postgres::Client::connect(&format!("{pg_base} dbname=postgres"), postgres::NoTls)?;
-    // One statement each: CREATE DATABASE refuses an implicit transaction.
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"))?;
-    admin.batch_execute(&format!("CREATE DATABASE {DB}"))?;
-    let mut db = postgres::Client::connect(&format!("{pg_base} dbname={DB}"), postgres::NoTls)?;
+    pg::recreate_db(pg_base, DB)?;
+    let mut db = pg::connect(&pg::db_url(pg_base, DB))?;
     db.batch_execute(&format!(
         "CREATE TABLE balances (id int PRIMARY KEY, v numeric NOT NULL);
          INSERT INTO balances SELECT g, ((g % 1000)::text || '.' || (g % 10)::text)::numeric
@@ -109,14 +106,6 @@ fn prepare_pg(pg_base: &str, ids: u64) -> Result<()> {
     ))?;
     db.batch_execute("VACUUM ANALYZE balances")?;
     Ok(())
-}
-
-fn drop_pg(pg_base: &str) {
-    if let Ok(mut admin) =
-        postgres::Client::connect(&format!("{pg_base} dbname=postgres"), postgres::NoTls)
-    {
-        let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"));
-    }
 }
 
 fn rules_file(dir: &std::path::Path, watch: bool) -> Result<PathBuf> {
@@ -268,14 +257,14 @@ fn run() -> Result<()> {
     eprintln!("[bench-watch] table of {} ids in {DB}", o.ids);
     prepare_pg(&o.pg_base, o.ids)?;
     let result = measure(&o, &dir);
-    drop_pg(&o.pg_base);
+    let _ = pg::drop_db(&o.pg_base, DB);
     result
 }
 
 fn measure(o: &Options, dir: &std::path::Path) -> Result<()> {
     let plain = rules_file(dir, false)?;
     let watched = rules_file(dir, true)?;
-    let pg_url = format!("{} dbname={DB}", o.pg_base);
+    let pg_url = pg::db_url(&o.pg_base, DB);
     let server = RedisServer::start(&ServerConfig {
         redis_server: &o.redis_server,
         module: &o.module,
@@ -283,6 +272,7 @@ fn measure(o: &Options, dir: &std::path::Path) -> Result<()> {
         pg_url: &pg_url,
         dir,
         name: "watch",
+        extra: "",
     })?;
     let mut con = server.connect()?;
     let _: () = redis::cmd("CONFIG")

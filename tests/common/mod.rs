@@ -977,6 +977,20 @@ impl TestRedis {
             .map(|(k, v)| (k.to_string(), v.trim().to_string()))
             .collect()
     }
+
+    /// One rule's dict field of `INFO consistency`, as (key, value) in order.
+    pub fn rule_info(&self, rule: &str) -> Vec<(String, String)> {
+        let info = self.info("consistency");
+        let dict = info
+            .get(&format!("consistency_rule_{rule}"))
+            .unwrap_or_else(|| panic!("INFO has no consistency_rule_{rule}: {info:?}"));
+        dict.split(',')
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').expect("key=value");
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    }
 }
 
 impl Drop for TestRedis {
